@@ -1,0 +1,81 @@
+"""aiojobs_redis: an asyncio distributed task framework on Redis.
+
+Every job state transition is one atomic Lua script; leases are fenced by
+tokens; finished jobs, events and metrics are bounded by default.
+"""
+
+import logging
+
+from .backoff import BackoffFunction, retry_delay_s
+from .context import JobContext, WorkerContext, current_job
+from .errors import (
+    AiojobsRedisError,
+    ConfigurationError,
+    EncodeError,
+    EnqueueError,
+    InvalidJobId,
+    InvalidQueueName,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    JobStateError,
+    LeaseLost,
+    RedisError,
+    RedisOutOfMemory,
+    RedisUnavailable,
+    ResultTimeout,
+    TaskNotFound,
+)
+from .events import Event
+from .job import Job, JobInfo, JobState
+from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
+from .queue import Queue
+from .registry import WorkerInfo, live_workers
+from .task import Task, TaskCall, task
+from .worker import Worker, WorkerState
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AiojobsRedisError",
+    "Backoff",
+    "BackoffFunction",
+    "ConfigurationError",
+    "EncodeError",
+    "EnqueueError",
+    "Event",
+    "ExponentialBackoff",
+    "FixedBackoff",
+    "InvalidJobId",
+    "InvalidQueueName",
+    "Job",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobInfo",
+    "JobNotFound",
+    "JobOptions",
+    "JobState",
+    "JobStateError",
+    "LeaseLost",
+    "Queue",
+    "RedisError",
+    "RedisOutOfMemory",
+    "RedisUnavailable",
+    "ResultTimeout",
+    "Retention",
+    "Task",
+    "TaskCall",
+    "TaskNotFound",
+    "Worker",
+    "WorkerContext",
+    "WorkerInfo",
+    "WorkerState",
+    "__version__",
+    "current_job",
+    "live_workers",
+    "retry_delay_s",
+    "task",
+)
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

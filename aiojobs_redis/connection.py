@@ -1,0 +1,75 @@
+"""Build or adopt a redis.asyncio client; reconnect policy; clean close."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .errors import ConfigurationError
+
+AnyRedis: TypeAlias = "Redis | RedisCluster"
+log = logging.getLogger("aiojobs_redis.connection")
+
+#: reconnect with backoff from 50 ms up to 2 s (user story 5); a command gives up after
+#: this many retries and the caller sees RedisUnavailable
+RETRIES = 6
+
+
+def retry_policy() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), RETRIES)
+
+
+def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``); cluster with ``cluster=True``."""
+    cluster = bool(kwargs.pop("cluster", False))
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "retry": retry_policy(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 15,
+        "socket_keepalive": True,
+    }
+    options.update(kwargs)
+    if cluster:
+        options.pop("retry_on_error", None)
+        options.pop("health_check_interval", None)
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
+
+def check_client(client: AnyRedis) -> None:
+    """Refuse clients that would corrupt binary payloads."""
+    if isinstance(client, RedisCluster):
+        decode = client.get_connection_kwargs().get("decode_responses", False)
+    else:
+        decode = client.connection_pool.connection_kwargs.get("decode_responses", False)
+    if decode:
+        raise ConfigurationError(
+            "the Redis client has decode_responses=True; aiojobs_redis stores MessagePack bytes"
+            " and needs decode_responses=False"
+        )
+
+
+def blocking_client(client: AnyRedis) -> Redis | RedisCluster:
+    """A client for blocking commands (BZPOPMIN, XREAD BLOCK) that must not hold a pooled
+    connection of the main client for seconds at a time: a separate pool, same settings."""
+    if isinstance(client, RedisCluster):
+        return client  # cluster clients already keep a connection per node and command
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs.pop("retry", None)
+    kwargs["socket_timeout"] = None  # the blocking command carries its own timeout
+    return Redis(
+        connection_pool=client.connection_pool.__class__(
+            connection_class=client.connection_pool.connection_class,
+            max_connections=4,
+            **kwargs,
+        ),
+        retry=retry_policy(),
+    )

@@ -1,0 +1,144 @@
+"""The queue's event stream: an async iterator for listeners, and the shared
+listener that wakes :meth:`Job.result` waiters without polling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .connection import AnyRedis
+
+log = logging.getLogger("aiojobs_redis.events")
+
+#: events after which a job's result can be read
+FINAL_EVENTS = frozenset({b"completed", b"failed", b"removed"})
+_BLOCK_MS = 5000
+_RECHECK_S = 5.0
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One entry of a queue's event stream."""
+
+    stream_id: str
+    event: str  # added, active, progress, completed, failed, retrying, stalled, returned, ...
+    job_id: str
+    data: dict[str, bytes]  # further fields (e.g. 'progress', 'delay_ms')
+
+
+def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    data = {k.decode(): v for k, v in fields.items() if k not in (b"e", b"id")}
+    return Event(entry_id.decode(), fields.get(b"e", b"").decode(),
+                 fields.get(b"id", b"").decode(), data)
+
+
+async def last_entry_id(client: AnyRedis, key: str) -> bytes:
+    last = await client.xrevrange(key, count=1)
+    return last[0][0] if last else b"0-0"
+
+
+async def iterate(
+    client: AnyRedis, key: str, since: str = "$", block_ms: int = _BLOCK_MS
+) -> AsyncIterator[Event]:
+    """Yield events from ``since`` (an id, ``"0"`` for the whole stream, ``"$"`` for new ones)."""
+    last: bytes | str = await last_entry_id(client, key) if since == "$" else since
+    while True:
+        reply = await client.xread({key: last}, count=500, block=block_ms)
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                last = entry_id
+                yield parse_entry(entry_id, fields)
+
+
+class ResultListener:
+    """One XREAD loop per queue that wakes everyone waiting for a job to finish.
+
+    Waiters register *before* they read the job's state, and the loop reads from
+    an id taken before any waiter registered, so no completion falls in between.
+    A slow re-check of the waiters' states covers events trimmed from the stream
+    before they were read and outages of the blocking connection.
+    """
+
+    def __init__(
+        self, client: AnyRedis, key: str, check: Callable[[list[str]], Awaitable[set[str]]]
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._check = check  # job ids -> those that are finished (or gone)
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._ready = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._run(), name=f"ajr-results:{self._key}")
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+
+    def register(self, job_id: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, set()).add(fut)
+        return fut
+
+    def unregister(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            waiters.discard(fut)
+            if not waiters:
+                del self._waiters[job_id]
+
+    def _wake(self, job_id: str) -> None:
+        for fut in self._waiters.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for job_id in list(self._waiters):
+            self._wake(job_id)
+
+    async def _run(self) -> None:
+        assert self._ready is not None
+        last: bytes | None = None
+        outage = False
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + _RECHECK_S
+        while True:
+            try:
+                if last is None:
+                    last = await last_entry_id(self._client, self._key)
+                    if not self._ready.done():
+                        self._ready.set_result(None)
+                reply: Any = await self._client.xread(
+                    {self._key: last}, count=1000, block=int(_RECHECK_S * 1000)
+                )
+                for _stream, entries in reply or ():
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        if fields.get(b"e") in FINAL_EVENTS:
+                            self._wake(fields[b"id"].decode())
+                if outage or loop.time() >= next_check:
+                    outage = False
+                    next_check = loop.time() + _RECHECK_S
+                    if self._waiters:
+                        for job_id in await self._check(list(self._waiters)):
+                            self._wake(job_id)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                if not outage:
+                    log.warning("result listener lost Redis (%s); retrying", e)
+                outage = True
+                await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("result listener failed; restarting it")
+                await asyncio.sleep(0.5)

@@ -1,0 +1,93 @@
+"""The only place where Redis key names are built.
+
+Every key of a queue starts with ``ajr:{<queue>}:`` so that all of them hash to
+one Redis Cluster slot and every script of a queue touches a single slot.
+The table in ``docs/keys.md`` is checked against :data:`KEY_TABLE` by a test.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import InvalidQueueName
+
+PREFIX: Final = "ajr"
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+#: name -> (Redis type, who writes it, what bounds its size)
+KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
+    "job:<id>": ("HASH", "all job scripts", "one per live job; finished jobs expire by retention age"),
+    "wait": ("ZSET", "add_jobs, fetch_jobs, retry_jobs, promote_job, recover_stalled, return_jobs",
+             "jobs waiting to run (the backlog)"),
+    "delayed": ("ZSET", "add_jobs, fail_jobs, fetch_jobs, promote_job",
+                "jobs scheduled for later or waiting for a retry"),
+    "active": ("ZSET", "fetch_jobs, complete_jobs, fail_jobs, extend_leases, recover_stalled",
+               "at most the sum of the workers' concurrency"),
+    "completed": ("ZSET", "complete_jobs", "retention count and age"),
+    "failed": ("ZSET", "fail_jobs, recover_stalled", "retention count and age"),
+    "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),
+    "marker": ("ZSET", "add_jobs, fetch_jobs, resume", "one member: wakes one idle worker"),
+    "seq": ("STRING", "add_jobs and every script that makes a job wait", "one integer"),
+    "meta": ("HASH", "pause, resume, workers", "a few fields"),
+    "workers": ("ZSET", "worker heartbeats", "live workers; dead ones pruned after their lease"),
+    "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
+}
+
+
+def validate_queue_name(name: str) -> str:
+    """Return ``name`` if it can be used as a queue name, else raise."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: 1-100 characters of letters, digits, '_', '.', '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue. Build with :meth:`for_queue`."""
+
+    queue: str
+    base: str
+    job_prefix: str
+    wait: str
+    delayed: str
+    active: str
+    completed: str
+    failed: str
+    events: str
+    marker: str
+    seq: str
+    meta: str
+    workers: str
+    worker_prefix: str
+
+    @classmethod
+    def for_queue(cls, queue: str) -> QueueKeys:
+        validate_queue_name(queue)
+        base = f"{PREFIX}:{{{queue}}}:"
+        return cls(
+            queue=queue,
+            base=base,
+            job_prefix=base + "job:",
+            wait=base + "wait",
+            delayed=base + "delayed",
+            active=base + "active",
+            completed=base + "completed",
+            failed=base + "failed",
+            events=base + "events",
+            marker=base + "marker",
+            seq=base + "seq",
+            meta=base + "meta",
+            workers=base + "workers",
+            worker_prefix=base + "worker:",
+        )
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def worker(self, worker_id: str) -> str:
+        return self.worker_prefix + worker_id

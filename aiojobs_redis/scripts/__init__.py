@@ -1,0 +1,161 @@
+"""The Lua scripts, one file per state transition, and their loader.
+
+Each script is loaded once and called by SHA; after a Redis restart (NOSCRIPT)
+it is loaded again and the call retried once. :data:`SPECS` names every
+script's keys and arguments in header order; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+from redis.exceptions import NoScriptError
+
+from ..connection import AnyRedis
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """Names of a script's keys and arguments, in the order of its header."""
+
+    name: str
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    group: tuple[str, ...] = ()  # repeated argument group after ``argv``; () when none
+
+
+SPECS: Final[tuple[ScriptSpec, ...]] = (
+    ScriptSpec(
+        "add_jobs",
+        ("wait", "delayed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen"),
+        ("id", "task", "payload", "options", "priority", "max_attempts", "delay_ms", "due_at_ms"),
+    ),
+    ScriptSpec(
+        "fetch_jobs",
+        ("wait", "delayed", "active", "events", "marker", "seq", "meta"),
+        ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
+         "promote_limit"),
+    ),
+    ScriptSpec(
+        "complete_jobs",
+        ("active", "completed", "events"),
+        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms"),
+        ("id", "token", "result"),
+    ),
+    ScriptSpec(
+        "fail_jobs",
+        ("active", "wait", "delayed", "failed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms"),
+        ("id", "token", "error", "traceback", "retry_delay_ms"),
+    ),
+    ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
+    ScriptSpec(
+        "recover_stalled",
+        ("active", "wait", "failed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen", "max_stalls", "limit"),
+    ),
+    ScriptSpec(
+        "return_jobs",
+        ("active", "wait", "events", "marker"),
+        ("job_prefix", "events_maxlen"),
+        ("id", "token"),
+    ),
+    ScriptSpec(
+        "update_progress",
+        ("events",),
+        ("job_prefix", "events_maxlen", "id", "token", "progress"),
+    ),
+    ScriptSpec(
+        "remove_job",
+        ("wait", "delayed", "completed", "failed", "events"),
+        ("job_prefix", "events_maxlen", "id"),
+    ),
+    ScriptSpec(
+        "retry_jobs",
+        ("wait", "failed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen"),
+        ("id",),
+    ),
+    ScriptSpec(
+        "promote_job",
+        ("wait", "delayed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen", "id"),
+    ),
+    ScriptSpec("drain_queue", ("wait", "delayed"), ("job_prefix", "limit")),
+    ScriptSpec(
+        "obliterate_queue",
+        ("wait", "delayed", "active", "completed", "failed", "events", "marker", "seq", "meta"),
+        ("job_prefix", "limit", "force"),
+    ),
+)
+
+
+class Script:
+    """One Lua script: its source, its SHA, and calls by SHA with a NOSCRIPT fallback."""
+
+    __slots__ = ("name", "sha", "source", "spec")
+
+    def __init__(self, spec: ScriptSpec, source: str) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: AnyRedis, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+class Batch:
+    """Several script calls sent in one round trip (a non-transactional pipeline).
+
+    A call that meets NOSCRIPT is re-run on its own after loading its script; each
+    call is atomic by itself, so the others in the batch either ran or did not.
+    """
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Script, list[str], list[Any]]] = []
+
+    def add(self, script: Script, keys: list[str], args: list[Any]) -> int:
+        """Queue a call; returns its index in the results of :meth:`execute`."""
+        self.calls.append((script, keys, args))
+        return len(self.calls) - 1
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    async def execute(self, client: AnyRedis) -> list[Any]:
+        if len(self.calls) == 1:
+            script, keys, args = self.calls[0]
+            return [await script(client, keys, args)]
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in self.calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                script, keys, args = self.calls[i]
+                results[i] = await script(client, keys, args)
+            elif isinstance(result, BaseException):
+                raise result
+        return results
+
+
+def _load_all() -> dict[str, Script]:
+    folder = resources.files(__package__)
+    return {
+        spec.name: Script(spec, folder.joinpath(f"{spec.name}.lua").read_text("utf-8"))
+        for spec in SPECS
+    }
+
+
+SCRIPTS: Final[dict[str, Script]] = _load_all()

@@ -1,0 +1,65 @@
+#!lua
+--[[ complete_jobs: active -> completed for a batch, fenced by each job's lease token.
+  KEYS[1] active     ZSET    job id -> lease deadline (ms)
+  KEYS[2] completed  ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[3] events     STREAM  capped at about ARGV[2] entries
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3] keep_count   completed jobs to keep (-1: no count limit; 0: delete at once)
+  ARGV[4] keep_age_ms  completed jobs older than this are deleted (-1: no age limit)
+  ARGV[5..] groups of 3: id, token, result
+  Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
+  Time:    redis.call('TIME')
+  Returns: one status per job: 1 OK | 0 DUPLICATE (this token already completed it)
+           | -1 NO_JOB | -2 LEASE_LOST ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix, maxlen = ARGV[1], ARGV[2]
+local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, done = {}, {}
+for i = 5, #ARGV, 3 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = prefix .. id
+  local job = redis.call('HMGET', key, 'state', 'token')
+  local status
+  if not job[1] then
+    status = -1
+  elseif job[2] ~= token then
+    status = -2
+  elseif job[1] ~= 'active' then
+    status = 0
+  else
+    status = 1
+    done[#done + 1] = id
+    if keep_count == 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'state', 'completed', 'result', ARGV[i + 2], 'finished', now)
+      redis.call('ZADD', KEYS[2], now, id)
+    end
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'completed', 'id', id)
+  end
+  out[#out + 1] = status
+end
+if #done > 0 then
+  redis.call('ZREM', KEYS[1], unpack(done))
+  -- retention: age first, then count; each pass deletes at most 1000 jobs
+  if keep_age >= 0 then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - keep_age, 'LIMIT', 0, 1000)
+    if #old > 0 then
+      for j = 1, #old do old[j] = prefix .. old[j] end
+      redis.call('DEL', unpack(old))
+      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #old - 1)
+    end
+  end
+  if keep_count > 0 then
+    local excess = math.min(redis.call('ZCARD', KEYS[2]) - keep_count, 1000)
+    if excess > 0 then
+      local old = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+      for j = 1, #old do old[j] = prefix .. old[j] end
+      redis.call('DEL', unpack(old))
+      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+    end
+  end
+end
+return out

@@ -1,0 +1,25 @@
+#!lua
+--[[ extend_leases: active -> active with a later lease deadline, for a batch, fenced by token.
+  KEYS[1] active    ZSET    job id -> lease deadline (ms)
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] lease_ms     new deadline = now + lease_ms
+  ARGV[3..] groups of 2: id, token
+  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  Time:    redis.call('TIME')
+  Returns: the ids whose lease is lost (token changed, job gone or no longer active) ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[2])
+local lost, leases = {}, {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local job = redis.call('HMGET', ARGV[1] .. id, 'state', 'token')
+  if job[1] == 'active' and job[2] == ARGV[i + 1] then
+    leases[#leases + 1] = deadline
+    leases[#leases + 1] = id
+  else
+    lost[#lost + 1] = id
+  end
+end
+if #leases > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(leases)) end
+return lost

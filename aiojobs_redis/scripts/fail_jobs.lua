@@ -1,0 +1,93 @@
+#!lua
+--[[ fail_jobs: active -> delayed | waiting (retry with backoff) or -> failed, for a batch,
+  fenced by each job's lease token. A job is retried while attempts < max_attempts and its
+  retry delay is not -1.
+  KEYS[1] active    ZSET    job id -> lease deadline (ms)
+  KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[3] delayed   ZSET    job id -> due time (ms)
+  KEYS[4] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[5] events    STREAM  capped at about ARGV[2] entries
+  KEYS[6] marker    ZSET    one member; wakes one idle worker
+  KEYS[7] seq       STRING  FIFO sequence counter
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3] keep_count   failed jobs to keep (-1: no count limit; 0: delete at once)
+  ARGV[4] keep_age_ms  failed jobs older than this are deleted (-1: no age limit)
+  ARGV[5..] groups of 5: id, token, error, traceback, retry_delay_ms (-1: do not retry)
+  Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
+  Time:    redis.call('TIME')
+  Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 0 DUPLICATE
+           | -1 NO_JOB | -2 LEASE_LOST ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix, maxlen = ARGV[1], ARGV[2]
+local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+local BAND = 1099511627776 -- 2^40
+local out, done = {}, {}
+local failed_any, retried_any = false, false
+for i = 5, #ARGV, 5 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = prefix .. id
+  local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'priority')
+  local status
+  if not job[1] then
+    status = -1
+  elseif job[2] ~= token then
+    status = -2
+  elseif job[1] ~= 'active' then
+    status = 0
+  else
+    done[#done + 1] = id
+    local delay = tonumber(ARGV[i + 4])
+    if delay >= 0 and tonumber(job[3]) < tonumber(job[4]) then
+      status = 2
+      retried_any = true
+      if delay > 0 then
+        redis.call('HSET', key, 'state', 'delayed', 'error', ARGV[i + 2],
+          'traceback', ARGV[i + 3], 'due', now + delay)
+        redis.call('ZADD', KEYS[3], now + delay, id)
+      else
+        local seq = redis.call('INCR', KEYS[7])
+        redis.call('HSET', key, 'state', 'waiting', 'error', ARGV[i + 2],
+          'traceback', ARGV[i + 3])
+        redis.call('ZADD', KEYS[2], (1000 - tonumber(job[5])) * BAND + seq, id)
+      end
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'retrying', 'id', id,
+        'delay_ms', delay)
+    else
+      status = 1
+      failed_any = true
+      if keep_count == 0 then
+        redis.call('DEL', key)
+      else
+        redis.call('HSET', key, 'state', 'failed', 'error', ARGV[i + 2],
+          'traceback', ARGV[i + 3], 'finished', now)
+        redis.call('ZADD', KEYS[4], now, id)
+      end
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', id)
+    end
+  end
+  out[#out + 1] = status
+end
+if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+if retried_any then redis.call('ZADD', KEYS[6], 0, 'w') end
+if failed_any then
+  if keep_age >= 0 then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - keep_age, 'LIMIT', 0, 1000)
+    if #old > 0 then
+      for j = 1, #old do old[j] = prefix .. old[j] end
+      redis.call('DEL', unpack(old))
+      redis.call('ZREMRANGEBYRANK', KEYS[4], 0, #old - 1)
+    end
+  end
+  if keep_count > 0 then
+    local excess = math.min(redis.call('ZCARD', KEYS[4]) - keep_count, 1000)
+    if excess > 0 then
+      local old = redis.call('ZRANGE', KEYS[4], 0, excess - 1)
+      for j = 1, #old do old[j] = prefix .. old[j] end
+      redis.call('DEL', unpack(old))
+      redis.call('ZREMRANGEBYRANK', KEYS[4], 0, excess - 1)
+    end
+  end
+end
+return out

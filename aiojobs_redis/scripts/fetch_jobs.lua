@@ -1,0 +1,70 @@
+#!lua
+--[[ fetch_jobs: delayed -> waiting when due, then waiting -> active for up to ARGV[3] jobs.
+  KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[2] delayed   ZSET    job id -> due time (ms)
+  KEYS[3] active    ZSET    job id -> lease deadline (ms)
+  KEYS[4] events    STREAM  capped at about ARGV[2] entries
+  KEYS[5] marker    ZSET    one member; wakes one idle worker
+  KEYS[6] seq       STRING  FIFO sequence counter
+  KEYS[7] meta      HASH    queue settings; field 'paused'
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3] count        how many jobs to take at most (0: only promote and report)
+  ARGV[4] lease_ms
+  ARGV[5] worker_id
+  ARGV[6] token_nonce  fresh per call; token of the i-th job is nonce .. ':' .. i
+  ARGV[7] promote_limit  how many due delayed jobs to promote at most
+  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  Time:    redis.call('TIME')
+  Returns: { ms until the next delayed job is due (-1: none), then groups of 7:
+             id, token, task, payload, options, attempt (1-based), max_attempts } ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix, maxlen = ARGV[1], ARGV[2]
+local count, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local BAND = 1099511627776 -- 2^40
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
+if #due > 0 then
+  local seq = tonumber(redis.call('INCRBY', KEYS[6], #due)) - #due
+  for i, id in ipairs(due) do
+    local key = prefix .. id
+    local priority = tonumber(redis.call('HGET', key, 'priority'))
+    if priority then
+      redis.call('HSET', key, 'state', 'waiting')
+      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, id)
+    end
+  end
+  redis.call('ZREM', KEYS[2], unpack(due))
+end
+
+local out = {-1}
+if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], count)
+  local leases = {}
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local key = prefix .. id
+    local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts', 'max_attempts')
+    if job[1] then
+      local token = ARGV[6] .. ':' .. i
+      local attempt = tonumber(job[4]) + 1
+      redis.call('HSET', key, 'state', 'active', 'token', token, 'attempts', attempt,
+        'worker', ARGV[5], 'started', now)
+      leases[#leases + 1] = now + lease
+      leases[#leases + 1] = id
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'active', 'id', id)
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
+      out[n + 5], out[n + 6], out[n + 7] = job[3], attempt, tonumber(job[5])
+    end
+  end
+  if #leases > 0 then redis.call('ZADD', KEYS[3], unpack(leases)) end
+  if #popped == count * 2 and redis.call('ZCARD', KEYS[1]) > 0 then
+    redis.call('ZADD', KEYS[5], 0, 'w') -- more work: wake another idle worker
+  end
+end
+
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
+return out

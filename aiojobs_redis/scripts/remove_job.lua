@@ -1,0 +1,22 @@
+#!lua
+--[[ remove_job: waiting | delayed | completed | failed -> (nothing). An active job is refused:
+  its worker owns it until it finishes or its lease runs out.
+  KEYS[1] wait       ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[2] delayed    ZSET    job id -> due time (ms)
+  KEYS[3] completed  ZSET    job id -> finished at (ms)
+  KEYS[4] failed     ZSET    job id -> finished at (ms)
+  KEYS[5] events     STREAM  capped at about ARGV[2] entries
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3] id
+  Derived: <job_prefix><id> HASH (same hash tag)
+  Returns: 1 OK | -1 NO_JOB | -3 WRONG_STATE (active) ]]
+local id = ARGV[3]
+local key = ARGV[1] .. id
+local state = redis.call('HGET', key, 'state')
+if not state then return -1 end
+if state == 'active' then return -3 end
+for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
+redis.call('DEL', key)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'e', 'removed', 'id', id)
+return 1

@@ -1,0 +1,38 @@
+#!lua
+--[[ retry_jobs: failed -> waiting, for a batch, with a fresh set of attempts.
+  KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[2] failed    ZSET    job id -> finished at (ms)
+  KEYS[3] events    STREAM  capped at about ARGV[2] entries
+  KEYS[4] marker    ZSET    one member; wakes one idle worker
+  KEYS[5] seq       STRING  FIFO sequence counter
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3..] job ids
+  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  Returns: one status per job: 1 OK | -1 NO_JOB | -3 WRONG_STATE (not failed) ]]
+local prefix, maxlen = ARGV[1], ARGV[2]
+local BAND = 1099511627776 -- 2^40
+local out, done = {}, {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = prefix .. id
+  local job = redis.call('HMGET', key, 'state', 'priority')
+  if not job[1] then
+    out[#out + 1] = -1
+  elseif job[1] ~= 'failed' then
+    out[#out + 1] = -3
+  else
+    out[#out + 1] = 1
+    done[#done + 1] = id
+    local seq = redis.call('INCR', KEYS[5])
+    redis.call('HSET', key, 'state', 'waiting', 'attempts', 0, 'stalls', 0, 'token', '')
+    redis.call('HDEL', key, 'finished')
+    redis.call('ZADD', KEYS[1], (1000 - tonumber(job[2])) * BAND + seq, id)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
+  end
+end
+if #done > 0 then
+  redis.call('ZREM', KEYS[2], unpack(done))
+  redis.call('ZADD', KEYS[4], 0, 'w')
+end
+return out

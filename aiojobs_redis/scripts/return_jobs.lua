@@ -1,0 +1,38 @@
+#!lua
+--[[ return_jobs: active -> waiting at the front of its priority, for a batch, fenced by token.
+  Used by a worker that shuts down before its jobs finished: they run again at once elsewhere
+  instead of after a lease timeout. The attempt is given back.
+  KEYS[1] active    ZSET    job id -> lease deadline (ms)
+  KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[3] events    STREAM  capped at about ARGV[2] entries
+  KEYS[4] marker    ZSET    one member; wakes one idle worker
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3..] groups of 2: id, token
+  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  Returns: one status per job: 1 OK | -1 NO_JOB | -2 LEASE_LOST ]]
+local prefix, maxlen = ARGV[1], ARGV[2]
+local BAND = 1099511627776 -- 2^40
+local out, done = {}, {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local key = prefix .. id
+  local job = redis.call('HMGET', key, 'state', 'token', 'priority', 'attempts')
+  if not job[1] then
+    out[#out + 1] = -1
+  elseif job[1] ~= 'active' or job[2] ~= ARGV[i + 1] then
+    out[#out + 1] = -2
+  else
+    out[#out + 1] = 1
+    done[#done + 1] = id
+    redis.call('HSET', key, 'state', 'waiting', 'token', '',
+      'attempts', math.max(tonumber(job[4]) - 1, 0))
+    redis.call('ZADD', KEYS[2], (1000 - tonumber(job[3])) * BAND, id)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'returned', 'id', id)
+  end
+end
+if #done > 0 then
+  redis.call('ZREM', KEYS[1], unpack(done))
+  redis.call('ZADD', KEYS[4], 0, 'w')
+end
+return out
