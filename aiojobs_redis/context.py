@@ -53,8 +53,9 @@ class JobContext:
         """
         q = self.queue
         with wrap_redis_errors(f"progress of job {self.id!r}"):
-            status = await SCRIPTS["update_progress"](
-                q.client, [q.keys.events],
+            script = SCRIPTS["update_progress"]
+            status = await script(
+                q.client, script.keys_of(q.keys),
                 [q.keys.job_prefix, q.events_maxlen, self.id, self.token,
                  codec.encode_value(value)],
             )

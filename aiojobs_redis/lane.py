@@ -127,19 +127,17 @@ class Lane:
         for (name, (keep_count, keep_age)), group in groups.items():
             args: list[Any] = [k.job_prefix, q.events_maxlen, keep_count, keep_age]
             if name == "complete_jobs":
-                keys = [k.active, k.completed, k.events]
                 for o in group:
                     args += (o.job.id, o.job.token, o.value)
             else:
-                keys = [k.active, k.wait, k.delayed, k.failed, k.events, k.marker, k.seq]
                 for o in group:
                     args += (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
-            sent.append((batch.add(SCRIPTS[name], keys, args), group, name))
+            script = SCRIPTS[name]
+            sent.append((batch.add(script, script.keys_of(k), args), group, name))
         fetch_at = -1
         if want:
-            fetch_at = batch.add(SCRIPTS["fetch_jobs"], [
-                k.wait, k.delayed, k.active, k.events, k.marker, k.seq, k.meta,
-            ], [k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
+            fetch = SCRIPTS["fetch_jobs"]
+            fetch_at = batch.add(fetch, fetch.keys_of(k), [k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
                 secrets.token_hex(6), _PROMOTE_LIMIT])
         try:
             results = await batch.execute(q.client)
@@ -235,8 +233,8 @@ class Lane:
         args: list[Any] = [k.job_prefix, q.events_maxlen]
         for e in entries:
             args += (e.job.id, e.job.token)
-        statuses = await SCRIPTS["return_jobs"](q.client, [k.active, k.wait, k.events, k.marker],
-                                                args)
+        script = SCRIPTS["return_jobs"]
+        statuses = await script(q.client, script.keys_of(k), args)
         returned = sum(1 for s in statuses if s == 1)
         log.warning("queue %s: handed %d unfinished job(s) back to waiting", q.name, returned)
 

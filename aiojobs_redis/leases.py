@@ -75,7 +75,8 @@ class LeaseKeeper:
             args: list[Any] = [k.job_prefix, worker.lease_ms]
             for job_id, token in running:
                 args += (job_id, token)
-            lost = await SCRIPTS["extend_leases"](lane.queue.client, [k.active], args)
+            script = SCRIPTS["extend_leases"]
+            lost = await script(lane.queue.client, script.keys_of(k), args)
             if lost:
                 lane.mark_lost([j.decode() for j in lost])
         await self.heartbeat()

@@ -27,8 +27,9 @@ _RECOVER_LIMIT = 1000
 async def recover_stalled(queue: Queue, max_stalls: int) -> tuple[int, int]:
     """Put jobs whose lease ran out back to waiting (or fail them); returns the counts."""
     k = queue.keys
-    requeued, failed = await SCRIPTS["recover_stalled"](
-        queue.client, [k.active, k.wait, k.failed, k.events, k.marker, k.seq],
+    script = SCRIPTS["recover_stalled"]
+    requeued, failed = await script(
+        queue.client, script.keys_of(k),
         [k.job_prefix, queue.events_maxlen, max_stalls, _RECOVER_LIMIT],
     )
     if requeued or failed:

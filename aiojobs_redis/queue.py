@@ -166,8 +166,7 @@ class Queue:
         batch = Batch()
         head = [self.keys.job_prefix, self.events_maxlen]
         script = SCRIPTS["add_jobs"]
-        keys = [self.keys.wait, self.keys.delayed, self.keys.events, self.keys.marker,
-                self.keys.seq]
+        keys = script.keys_of(self.keys)
         for start in range(0, len(argv_rows), _CHUNK):
             args = list(head)
             for row in argv_rows[start:start + _CHUNK]:
@@ -273,34 +272,28 @@ class Queue:
 
     # ------------------------------------------------------------------ changes
 
-    async def _job_script(self, name: str, keys: list[str], job_id: str, operation: str) -> None:
+    async def _job_script(self, name: str, job_id: str, operation: str) -> None:
+        script = SCRIPTS[name]
         with wrap_redis_errors(f"{operation} job {job_id!r}"):
-            status = await SCRIPTS[name](
-                self.client, keys, [self.keys.job_prefix, self.events_maxlen, job_id]
-            )
+            status = await script(self.client, script.keys_of(self.keys),
+                                  [self.keys.job_prefix, self.events_maxlen, job_id])
         error = status_error(int(status), job_id, operation)
         if error is not None:
             raise error
 
     async def remove_job(self, job_id: str) -> None:
-        k = self.keys
-        await self._job_script("remove_job", [k.wait, k.delayed, k.completed, k.failed, k.events],
-                               job_id, "remove")
+        await self._job_script("remove_job", job_id, "remove")
 
     async def promote_job(self, job_id: str) -> None:
-        k = self.keys
-        await self._job_script("promote_job", [k.wait, k.delayed, k.events, k.marker, k.seq],
-                               job_id, "promote")
+        await self._job_script("promote_job", job_id, "promote")
 
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
         that is missing or not failed raises instead of being skipped."""
-        k = self.keys
+        script = SCRIPTS["retry_jobs"]
         with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
-            statuses = await SCRIPTS["retry_jobs"](
-                self.client, [k.wait, k.failed, k.events, k.marker, k.seq],
-                [k.job_prefix, self.events_maxlen, *job_ids],
-            )
+            statuses = await script(self.client, script.keys_of(self.keys),
+                                    [self.keys.job_prefix, self.events_maxlen, *job_ids])
         if strict:
             for job_id, status in zip(job_ids, statuses, strict=True):
                 error = status_error(int(status), job_id, "retry")
@@ -334,21 +327,20 @@ class Queue:
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job; returns how many."""
-        return await self._loop_script("drain_queue", [self.keys.wait, self.keys.delayed], [])
+        return await self._loop_script("drain_queue", [])
 
     async def obliterate(self, *, force: bool = False) -> int:
         """Delete the whole queue: jobs of every state, events, settings. Refused while
         jobs are active unless ``force``. Returns the number of jobs deleted."""
-        k = self.keys
-        keys = [k.wait, k.delayed, k.active, k.completed, k.failed, k.events, k.marker, k.seq,
-                k.meta]
-        return await self._loop_script("obliterate_queue", keys, ["1" if force else "0"])
+        return await self._loop_script("obliterate_queue", ["1" if force else "0"])
 
-    async def _loop_script(self, name: str, keys: list[str], extra: list[Any]) -> int:
+    async def _loop_script(self, name: str, extra: list[Any]) -> int:
+        script = SCRIPTS[name]
+        keys = script.keys_of(self.keys)
         total = 0
         while True:
             with wrap_redis_errors(f"{name} {self.name!r}"):
-                n = int(await SCRIPTS[name](self.client, keys, [self.keys.job_prefix, 1000, *extra]))
+                n = int(await script(self.client, keys, [self.keys.job_prefix, 1000, *extra]))
             if n < 0:
                 error = status_error(n, "*", name.replace("_queue", ""))
                 assert error is not None

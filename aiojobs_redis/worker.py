@@ -67,6 +67,7 @@ class Worker:
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         handle_signals: bool = True,
+        schedules: Sequence[Any] = (),
     ) -> None:
         self.queues: tuple[Queue, ...] = (queues,) if isinstance(queues, Queue) else tuple(queues)
         if not self.queues or not all(isinstance(q, Queue) for q in self.queues):
@@ -92,6 +93,7 @@ class Worker:
         self.on_startup = tuple(on_startup)
         self.on_shutdown = tuple(on_shutdown)
         self.handle_signals = handle_signals
+        self.schedules = tuple(schedules)  # aiojobs_redis.schedules.Schedule
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.context = WorkerContext(self.id, self.queues)
         self.executor = Executor(self.registry, self.context, concurrency)
@@ -157,6 +159,12 @@ class Worker:
             await leases.heartbeat()
             background = [asyncio.create_task(leases.run(), name="ajr-leases"),
                           asyncio.create_task(Maintenance(self).run(), name="ajr-maintenance")]
+            if self.schedules:
+                from .schedules import ScheduleKeeper
+
+                keeper = ScheduleKeeper(self, self.schedules)
+                await keeper.start()
+                background.append(asyncio.create_task(keeper.run(), name="ajr-schedules"))
             lane_tasks = [asyncio.create_task(lane.run(), name=f"ajr-lane:{lane.queue.name}")
                           for lane in self.lanes]
             self.state = WorkerState.RUNNING

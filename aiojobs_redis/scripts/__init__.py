@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from ..connection import AnyRedis
+from ..keys import QueueKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,10 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
+    def keys_of(self, queue_keys: QueueKeys) -> list[str]:
+        """This script's KEYS for a queue, in header order."""
+        return [getattr(queue_keys, name) for name in self.spec.keys]
+
     async def __call__(self, client: AnyRedis, keys: list[str], args: list[Any]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
@@ -134,9 +140,9 @@ class Batch:
         return len(self.calls)
 
     async def execute(self, client: AnyRedis) -> list[Any]:
-        if len(self.calls) == 1:
-            script, keys, args = self.calls[0]
-            return [await script(client, keys, args)]
+        if len(self.calls) == 1 or isinstance(client, RedisCluster):
+            # redis-py refuses EVALSHA in cluster pipelines: one call after another there
+            return [await script(client, keys, args) for script, keys, args in self.calls]
         pipe = client.pipeline(transaction=False)
         for script, keys, args in self.calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)

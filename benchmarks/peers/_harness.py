@@ -1,0 +1,235 @@
+"""Child side of the benchmark protocol, shared by every Python adapter (stdlib only).
+
+An adapter script is run by its library's own virtualenv python as
+
+    python <lib>_adapter.py producer|worker '<json config>'
+
+and talks to the runner over stdin/stdout, one JSON object per line.
+
+producer: prints {"ev": "ready", "version": ...}, then answers each command line
+    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"quit", ...}
+    with {"ok": true, "elapsed": s} or {"ok": false, "unsupported"|"error": text}.
+worker: config {"queue", "concurrency", ...}; prints {"ev": "ready", "t": wall time} just
+    before its worker starts, {"ev": "progress", "done": k} while it runs, and on a
+    {"cmd": "stop"} line stops gracefully and prints {"ev": "stopped", ...} with its
+    counters, handler timestamps, latencies and peak RSS, then exits.
+
+Job kinds every adapter registers: "noop"; "sleep" (asyncio.sleep(0.001)); "flaky"
+(fails on its first attempt, succeeds on the second: retries have no backoff);
+"stamp" (argument: the producer's time.time() just before the enqueue call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+KINDS = ("noop", "sleep", "flaky", "stamp")
+FILL_IN_FLIGHT = 64  # concurrent one-by-one enqueues when a library has no bulk API
+PROGRESS_EVERY_S = 0.02
+
+
+class Unsupported(Exception):
+    """The library has no such feature (the row says so)."""
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Counters:
+    """What a worker's handlers record; read by the harness."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.failed_attempts = 0
+        self.first_start = 0.0
+        self.last_end = 0.0
+        self.latencies: list[float] = []
+
+    def begin(self) -> None:
+        if not self.first_start:
+            self.first_start = time.time()
+
+    def end(self) -> None:
+        self.done += 1
+        self.last_end = time.time()
+
+    def stamp(self, t0: float) -> None:
+        now = time.time()
+        self.latencies.append(now - t0)
+        if not self.first_start:
+            self.first_start = now
+
+    def fail_first(self, attempt: int) -> None:
+        """For the flaky kind: raise on the first attempt (1-based), else count success."""
+        self.begin()
+        if attempt <= 1:
+            self.failed_attempts += 1
+            raise RuntimeError("flaky: first attempt fails")
+        self.end()
+
+
+C = Counters()
+
+
+class Producer(Protocol):
+    async def open(self, url: str) -> None: ...
+    async def close(self) -> None: ...
+    async def enqueue(self, queue: str, kind: str, arg: float | None) -> None: ...
+    async def bulk(self, queue: str, kind: str, n: int) -> None:
+        """Enqueue n jobs with the library's bulk API; raise Unsupported if none."""
+    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
+        """Enqueue n noop jobs that all become due at epoch ``due_at``."""
+
+
+class WorkerRunner(Protocol):
+    async def start(self, url: str, queue: str, concurrency: int) -> None:
+        """Build and start the worker in the background (connections made)."""
+    async def stop(self) -> None:
+        """Stop gracefully: let running handlers end and their outcomes reach Redis."""
+
+
+async def _timed(coro: Awaitable[None]) -> dict[str, Any]:
+    t = time.perf_counter()
+    try:
+        await coro
+    except Unsupported as e:
+        return {"ok": False, "unsupported": str(e) or "not supported"}
+    except Exception as e:  # reported to the runner, which marks the row
+        traceback.print_exc()
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+    return {"ok": True, "elapsed": time.perf_counter() - t}
+
+
+async def _fill_one_by_one(p: Producer, queue: str, kind: str, n: int) -> None:
+    sem = asyncio.Semaphore(FILL_IN_FLIGHT)
+
+    async def one() -> None:
+        async with sem:
+            await p.enqueue(queue, kind, None)
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def _stamps(p: Producer, queue: str, n: int, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(n):
+        await p.enqueue(queue, "stamp", time.time())
+        delay = start + (i + 1) * interval - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def _read_commands() -> asyncio.Queue[dict[str, Any] | None]:
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            if line.strip():
+                loop.call_soon_threadsafe(q.put_nowait, json.loads(line))
+        loop.call_soon_threadsafe(q.put_nowait, None)
+
+    loop.run_in_executor(None, reader)  # a thread: portable across event loops
+    return q
+
+
+async def producer_main(p: Producer, cfg: dict[str, Any], version: str) -> None:
+    await p.open(cfg["url"])
+    emit({"ev": "ready", "version": version, "pid": os.getpid()})
+    commands = await _read_commands()
+    while (cmd := await commands.get()) is not None:
+        name, queue = cmd["cmd"], cmd.get("queue", "")
+        n = int(cmd.get("n", 0))
+        if name == "quit":
+            break
+        if name == "enqueue":
+            async def loop_one(queue: str = queue, kind: str = cmd["kind"], n: int = n) -> None:
+                for _ in range(n):
+                    await p.enqueue(queue, kind, None)
+            emit(await _timed(loop_one()))
+        elif name == "bulk":
+            emit(await _timed(p.bulk(queue, cmd["kind"], n)))
+        elif name == "fill":
+            async def fill(queue: str = queue, kind: str = cmd["kind"], n: int = n) -> None:
+                try:
+                    await p.bulk(queue, kind, n)
+                except Unsupported:
+                    await _fill_one_by_one(p, queue, kind, n)
+            emit(await _timed(fill()))
+        elif name == "fill_delayed":
+            emit(await _timed(p.delayed(queue, n, float(cmd["due_at"]), int(cmd["chunk"]))))
+        elif name == "stamp":
+            emit(await _timed(_stamps(p, queue, n, float(cmd["interval"]))))
+        else:
+            emit({"ok": False, "error": f"unknown command {name!r}"})
+    await p.close()
+
+
+async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
+    commands = await _read_commands()
+    await w.start(cfg["url"], cfg["queue"], int(cfg["concurrency"]))
+    emit({"ev": "ready", "t": time.time(), "pid": os.getpid()})
+    stop_cmd = asyncio.ensure_future(commands.get())
+    last = -1
+    while not stop_cmd.done():
+        if C.done != last:
+            last = C.done
+            emit({"ev": "progress", "done": last})
+        await asyncio.wait([stop_cmd], timeout=PROGRESS_EVERY_S)
+    t = time.time()
+    await w.stop()
+    emit({
+        "ev": "stopped",
+        "done": C.done,
+        "failed_attempts": C.failed_attempts,
+        "first_start": C.first_start,
+        "last_end": C.last_end,
+        "latencies": C.latencies,
+        "stop_s": time.time() - t,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    })
+
+
+def run(make_producer: Callable[[], Producer], make_worker: Callable[[], WorkerRunner],
+        version: str) -> None:
+    """Entry point of an adapter script."""
+    logging.disable(logging.CRITICAL)  # the same for every library: no log I/O in the loop
+    role, cfg = sys.argv[1], json.loads(sys.argv[2])
+    main: Awaitable[None]
+    if role == "producer":
+        main = producer_main(make_producer(), cfg, version)
+    elif role == "worker":
+        main = worker_main(make_worker(), cfg)
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+    try:
+        import uvloop  # every Python library runs on uvloop when its venv has it
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]
+    # stdin reader thread may still block on the pipe: do not wait for it
+    sys.stdout.flush()
+    os._exit(0)
+
+
+async def gather_limited(coros: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Callable[[], Awaitable[None]]) -> None:
+        async with sem:
+            await c()
+
+    await asyncio.gather(*(one(c) for c in coros))

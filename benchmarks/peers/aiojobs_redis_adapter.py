@@ -1,0 +1,98 @@
+"""aiojobs_redis adapter: Queue.enqueue / enqueue_many, Worker(concurrency=C)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import _harness as h
+from _harness import C
+
+import aiojobs_redis as ajr
+from aiojobs_redis import FixedBackoff, JobOptions, Queue, Worker, current_job, task
+
+BULK_CHUNK = 1000  # calls handed to enqueue_many at once (it chunks further by itself)
+
+
+@task(name="noop")
+async def noop() -> None:
+    C.begin()
+    C.end()
+
+
+@task(name="sleep")
+async def sleep() -> None:
+    C.begin()
+    await asyncio.sleep(0.001)
+    C.end()
+
+
+@task(name="flaky", attempts=2, backoff=FixedBackoff(delay_s=0.0))
+async def flaky() -> None:
+    C.fail_first(current_job().attempt)
+
+
+@task(name="stamp")
+async def stamp(t0: float) -> None:
+    C.stamp(t0)
+    C.end()
+
+
+TASKS: dict[str, Any] = {"noop": noop, "sleep": sleep, "flaky": flaky, "stamp": stamp}
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.queues: dict[str, Queue] = {}
+        self.url = ""
+
+    async def open(self, url: str) -> None:
+        self.url = url
+
+    def q(self, name: str) -> Queue:
+        if name not in self.queues:
+            self.queues[name] = Queue.from_url(self.url, name=name)
+        return self.queues[name]
+
+    async def close(self) -> None:
+        for q in self.queues.values():
+            await q.close()
+
+    async def enqueue(self, queue: str, kind: str, arg: float | None) -> None:
+        if arg is None:
+            await self.q(queue).enqueue(TASKS[kind])
+        else:
+            await self.q(queue).enqueue(TASKS[kind], arg)
+
+    async def bulk(self, queue: str, kind: str, n: int) -> None:
+        q, t = self.q(queue), TASKS[kind]
+        for start in range(0, n, BULK_CHUNK):
+            await q.enqueue_many([t.call() for _ in range(min(BULK_CHUNK, n - start))])
+
+    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
+        q = self.q(queue)
+        t = noop.options(run_at=datetime.fromtimestamp(due_at, UTC))
+        for start in range(0, n, chunk):
+            await q.enqueue_many([t.call() for _ in range(min(chunk, n - start))])
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, url: str, queue: str, concurrency: int) -> None:
+        self.queue = Queue.from_url(url, name=queue)
+        self.worker = Worker(self.queue, tasks=list(TASKS.values()), concurrency=concurrency,
+                             handle_signals=False)
+        self.task = asyncio.create_task(self.worker.run())
+
+    async def stop(self) -> None:
+        self.worker.stop()
+        assert self.task is not None
+        await self.task
+        await self.queue.close()
+
+
+if __name__ == "__main__":
+    h.run(Producer, Runner, ajr.__version__)

@@ -1,0 +1,82 @@
+"""Every .lua header states its keys and arguments; the Python specs agree with it,
+and the body uses exactly what the header documents."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from aiojobs_redis.scripts import SCRIPTS, SPECS, ScriptSpec
+
+_KEY_LINE = re.compile(r"^\s*KEYS\[(\d+)\]\s+(\w+)", re.M)
+_ARG_LINE = re.compile(r"^\s*ARGV\[(\d+)\]\s+(\w+)", re.M)
+_GROUP_LINE = re.compile(r"^\s*ARGV\[(\d+)\.\.\]\s+(?:groups of (\d+): (.+)|(job ids))", re.M)
+
+
+def _header(source: str) -> str:
+    assert source.startswith("#!lua\n"), "a script starts with #!lua"
+    start = source.index("--[[")
+    end = source.index("]]", start)
+    return source[start:end]
+
+
+def _body(source: str) -> str:
+    return source[source.index("]]") + 2:]
+
+
+def _lua_files() -> set[str]:
+    folder = resources.files("aiojobs_redis.scripts")
+    return {p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua")}
+
+
+def test_every_lua_file_has_a_spec_and_vice_versa() -> None:
+    assert _lua_files() == {s.name for s in SPECS}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_header_matches_spec(spec: ScriptSpec) -> None:
+    source = SCRIPTS[spec.name].source
+    header = _header(source)
+    assert header.startswith(f"--[[ {spec.name}: "), "the header starts with the script's name"
+    keys = [(int(n), name) for n, name in _KEY_LINE.findall(header)]
+    assert [n for n, _ in keys] == list(range(1, len(keys) + 1))
+    assert tuple(name for _, name in keys) == spec.keys
+    args = [(int(n), name) for n, name in _ARG_LINE.findall(header)]
+    assert [n for n, _ in args] == list(range(1, len(args) + 1))
+    assert tuple(name for _, name in args) == spec.argv
+    groups = _GROUP_LINE.findall(header)
+    if spec.group:
+        assert len(groups) == 1, "a repeated argument group is documented once"
+        first, size, names, ids = groups[0]
+        assert int(first) == len(spec.argv) + 1
+        if ids:
+            assert spec.group == ("id",)
+        else:
+            assert int(size) == len(spec.group)
+            names = re.sub(r"\s*\(.*?\)", "", names)  # drop remarks in parentheses
+            assert tuple(n.strip() for n in names.split(",")) == spec.group
+    else:
+        assert not groups
+    for line in ("Returns:",):
+        assert line in header
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_body_uses_what_the_header_documents(spec: ScriptSpec) -> None:
+    source = SCRIPTS[spec.name].source
+    body = _body(source)
+    used_keys = {int(n) for n in re.findall(r"KEYS\[(\d+)\]", body)}
+    for var, low, high in re.findall(r"for (\w+) = (\d+), (\d+) do", body):
+        if f"KEYS[{var}]" in body:
+            used_keys |= set(range(int(low), int(high) + 1))
+    assert used_keys == set(range(1, len(spec.keys) + 1)), "every key used and documented"
+    used_args = {int(n) for n in re.findall(r"ARGV\[(\d+)\]", body)}
+    assert used_args == set(range(1, len(spec.argv) + 1)), "fixed ARGV used as documented"
+    if "TIME" in body:
+        assert "Time:    redis.call('TIME')" in _header(source)
+    if spec.group or "Derived:" in _header(source):
+        assert "Derived:" in _header(source) or "prefix" not in body
+    # keys built inside the script come from the declared job prefix only
+    assert "redis.call('KEYS'" not in body and 'redis.call("KEYS"' not in body
