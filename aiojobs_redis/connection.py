@@ -65,11 +65,9 @@ def blocking_client(client: AnyRedis) -> Redis | RedisCluster:
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs.pop("retry", None)
     kwargs["socket_timeout"] = None  # the blocking command carries its own timeout
-    return Redis(
-        connection_pool=client.connection_pool.__class__(
-            connection_class=client.connection_pool.connection_class,
-            max_connections=4,
-            **kwargs,
-        ),
-        retry=retry_policy(),
+    pool = client.connection_pool.__class__(
+        connection_class=client.connection_pool.connection_class, max_connections=8, **kwargs
     )
+    blocking = Redis.from_pool(pool)  # closing it closes the pool
+    blocking.retry = retry_policy()  # type: ignore[attr-defined]
+    return blocking

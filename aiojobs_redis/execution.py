@@ -33,10 +33,13 @@ NO_RETRY = -1
 class FetchedJob:
     """A job as fetch_jobs hands it to a worker."""
 
-    __slots__ = ("attempt", "id", "max_attempts", "options", "payload", "task", "token")
+    __slots__ = ("attempt", "id", "max_attempts", "options", "payload", "task", "token", "wait_ms")
+
+    #: values per job in fetch_jobs' reply
+    WIDTH = 8
 
     def __init__(self, job_id: bytes, token: bytes, task: bytes, payload: bytes, options: bytes,
-                 attempt: int, max_attempts: int) -> None:
+                 attempt: int, max_attempts: int, wait_ms: int) -> None:
         self.id = job_id.decode()
         self.token = token.decode()
         self.task = task.decode("utf-8", "replace")
@@ -44,13 +47,15 @@ class FetchedJob:
         self.options = options
         self.attempt = int(attempt)
         self.max_attempts = int(max_attempts)
+        self.wait_ms = int(wait_ms)  # from runnable to taken, by Redis's clock
 
 
 class Outcome:
     """How an attempt ended. ``ok``: ``value`` is the encoded result; else ``error``,
     ``traceback`` and ``retry_delay_ms`` (-1: do not retry) describe the failure."""
 
-    __slots__ = ("error", "job", "ok", "retention", "retry_delay_ms", "traceback", "value")
+    __slots__ = ("error", "job", "ok", "retention", "retry_delay_ms", "run_ms", "traceback",
+                 "value")
 
     def __init__(self, job: FetchedJob, *, ok: bool, value: bytes = b"", error: str = "",
                  traceback: str = "", retry_delay_ms: int = NO_RETRY,
@@ -62,6 +67,7 @@ class Outcome:
         self.traceback = traceback
         self.retry_delay_ms = retry_delay_ms
         self.retention = retention
+        self.run_ms = 0.0  # how long the handler ran (set by the executor)
 
 
 class Executor:
@@ -73,6 +79,12 @@ class Executor:
         self.thread_limiter = anyio.CapacityLimiter(concurrency)
 
     async def run(self, job: FetchedJob, ctx: JobContext) -> Outcome:
+        start = time.perf_counter()
+        outcome = await self._run(job, ctx)
+        outcome.run_ms = (time.perf_counter() - start) * 1000
+        return outcome
+
+    async def _run(self, job: FetchedJob, ctx: JobContext) -> Outcome:
         try:
             task = self.registry.get(job.task)
         except TaskNotFound as e:
@@ -88,7 +100,6 @@ class Executor:
             return _failure(job, f"TypeError: arguments do not fit task {task.name!r}: {e}", "",
                             NO_RETRY, options.retention)
         timeout_s = options.timeout_s if options.timeout_s is not None else task.defaults.timeout_s
-        start = time.perf_counter()
         set_current_job(ctx)
         try:
             async with asyncio.timeout(timeout_s) as scope:
@@ -114,13 +125,11 @@ class Executor:
             return self._failed(job, task, options, _describe(), traceback.format_exc())
         except BaseException:  # noqa: BLE001 - a job's exception must never stop the worker
             return self._failed(job, task, options, _describe(), traceback.format_exc())
-        elapsed = time.perf_counter() - start
         try:
             value = codec.encode_value(result)
         except TypeError as e:
             return _failure(job, f"EncodeError: the result of {task.name!r}: {e}", "", NO_RETRY,
                             options.retention)
-        log.debug("← %s %s done in %.3f s", job.id, job.task, elapsed)
         return Outcome(job, ok=True, value=value, retention=options.retention)
 
     def _failed(self, job: FetchedJob, task: Task[Any, Any], options: JobOptions, error: str,

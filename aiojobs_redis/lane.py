@@ -154,11 +154,12 @@ class Lane:
         if fetch_at >= 0:
             reply = results[fetch_at]
             self.next_due_ms = int(reply[0])
-            got = (len(reply) - 1) // 7
+            width = FetchedJob.WIDTH
+            got = (len(reply) - 1) // width
             self.worker.release(want - got)
             self.idle = got < want
-            for i in range(1, len(reply), 7):
-                self._start(FetchedJob(*reply[i:i + 7]))
+            for i in range(1, len(reply), width):
+                self._start(FetchedJob(*reply[i:i + width]))
             return got
         return 0
 

@@ -16,8 +16,9 @@
   ARGV[7] promote_limit  how many due delayed jobs to promote at most
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
-  Returns: { ms until the next delayed job is due (-1: none), then groups of 7:
-             id, token, task, payload, options, attempt (1-based), max_attempts } ]]
+  Returns: { ms until the next delayed job is due (-1: none), then groups of 8:
+             id, token, task, payload, options, attempt (1-based), max_attempts,
+             ms the job waited since it became runnable } ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -45,7 +46,8 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
   for i = 1, #popped, 2 do
     local id = popped[i]
     local key = prefix .. id
-    local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts', 'max_attempts')
+    local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts', 'max_attempts',
+      'created', 'due')
     if job[1] then
       local token = ARGV[6] .. ':' .. i
       local attempt = tonumber(job[4]) + 1
@@ -57,6 +59,7 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
       local n = #out
       out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
       out[n + 5], out[n + 6], out[n + 7] = job[3], attempt, tonumber(job[5])
+      out[n + 8] = now - math.max(tonumber(job[6]), tonumber(job[7]))
     end
   end
   if #leases > 0 then redis.call('ZADD', KEYS[3], unpack(leases)) end

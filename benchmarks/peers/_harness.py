@@ -177,10 +177,16 @@ async def producer_main(p: Producer, cfg: dict[str, Any], version: str) -> None:
     await p.close()
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
     commands = await _read_commands()
     await w.start(cfg["url"], cfg["queue"], int(cfg["concurrency"]))
     emit({"ev": "ready", "t": time.time(), "pid": os.getpid()})
+    cpu0 = _cpu()
     stop_cmd = asyncio.ensure_future(commands.get())
     last = -1
     while not stop_cmd.done():
@@ -190,6 +196,7 @@ async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
         await asyncio.wait([stop_cmd], timeout=PROGRESS_EVERY_S)
     t = time.time()
     await w.stop()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     emit({
         "ev": "stopped",
         "done": C.done,
@@ -198,7 +205,8 @@ async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
         "last_end": C.last_end,
         "latencies": C.latencies,
         "stop_s": time.time() - t,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": usage.ru_maxrss,
+        "cpu_s": _cpu() - cpu0,  # from ready to stopped
     })
 
 
