@@ -31,6 +31,16 @@ from .job import Job, JobInfo, JobState
 from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 from .queue import Queue
 from .registry import WorkerInfo, live_workers
+from .schedules import (
+    CatchUp,
+    Schedule,
+    ScheduleInfo,
+    ScheduleNotFound,
+    Schedules,
+    Upserted,
+    next_fire,
+    prev_fire,
+)
 from .task import Task, TaskCall, task
 from .worker import Worker, WorkerState
 
@@ -40,6 +50,7 @@ __all__ = (
     "AiojobsRedisError",
     "Backoff",
     "BackoffFunction",
+    "CatchUp",
     "ConfigurationError",
     "EncodeError",
     "EnqueueError",
@@ -64,9 +75,14 @@ __all__ = (
     "RedisUnavailable",
     "ResultTimeout",
     "Retention",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduleNotFound",
+    "Schedules",
     "Task",
     "TaskCall",
     "TaskNotFound",
+    "Upserted",
     "Worker",
     "WorkerContext",
     "WorkerInfo",
@@ -74,6 +90,8 @@ __all__ = (
     "__version__",
     "current_job",
     "live_workers",
+    "next_fire",
+    "prev_fire",
     "retry_delay_s",
     "task",
 )

@@ -17,11 +17,26 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(*, cluster: bool = False) -> int:
+    """A free loopback port; with ``cluster``, one whose bus port (+10000) is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if not cluster:
+            return port
+        if port <= 55535 and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster-mode redis-server")
+
+
+def _is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class RedisServer:
@@ -36,7 +51,7 @@ class RedisServer:
                 f"{binary} is not on PATH; install it (e.g. apt-get install -y redis-server)"
             )
         self.binary = path
-        self.port = port or free_port()
+        self.port = port or free_port(cluster="--cluster-enabled" in (extra or []))
         self._own_dir = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="ajr-redis-")
         self.appendonly = appendonly

@@ -33,6 +33,15 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "meta": ("HASH", "pause, resume, workers", "a few fields"),
     "workers": ("ZSET", "worker heartbeats", "live workers; dead ones pruned after their lease"),
     "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
+    "schedules": ("ZSET", "upsert_schedule, fire_schedule, remove_schedule, list_due_schedules",
+                  "one member per schedule: name -> due time of its next tick (+inf: ended)"),
+    "sched:<name>": ("HASH", "upsert_schedule, fire_schedule, remove_schedule",
+                     "one per schedule: definition and tick state, a few fields"),
+    "alive": ("STRING", "workers (sentinel set at start)",
+              "one token; its absence means the queue's keys were wiped"),
+    "metrics": ("HASH", "record_metrics (workers, batched with outcomes; stalled recovery)",
+                "a ring of 1440 one-minute slots (24 h): at most 1440 fields of ~44 integers"),
+    "metrics:total": ("HASH", "record_metrics", "cumulative counters: at most 44 fields"),
 }
 
 
@@ -64,6 +73,11 @@ class QueueKeys:
     meta: str
     workers: str
     worker_prefix: str
+    schedules: str
+    sched_prefix: str
+    alive: str
+    metrics: str
+    metrics_total: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -84,6 +98,11 @@ class QueueKeys:
             meta=base + "meta",
             workers=base + "workers",
             worker_prefix=base + "worker:",
+            schedules=base + "schedules",
+            sched_prefix=base + "sched:",
+            alive=base + "alive",
+            metrics=base + "metrics",
+            metrics_total=base + "metrics:total",
         )
 
     def job(self, job_id: str) -> str:

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .context import JobContext
 from .execution import FetchedJob, Outcome
+from .metrics import add_outcomes
 from .options import Retention
 from .scripts import SCRIPTS, Batch
 
@@ -134,6 +135,7 @@ class Lane:
                     args += (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
             script = SCRIPTS[name]
             sent.append((batch.add(script, script.keys_of(k), args), group, name))
+        add_outcomes(batch, q, outcomes)  # metrics ride in the same round trip
         fetch_at = -1
         if want:
             fetch = SCRIPTS["fetch_jobs"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from .metrics import record_stalled
 from .scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ async def recover_stalled(queue: Queue, max_stalls: int) -> tuple[int, int]:
     if requeued or failed:
         log.warning("queue %s: recovered %d stalled job(s), failed %d after %d stalls",
                     queue.name, requeued, failed, max_stalls)
+        await record_stalled(queue, int(requeued), int(failed))  # a separate, best-effort call
     return int(requeued), int(failed)
 
 

@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from . import codec
 from .connection import AnyRedis, blocking_client, check_client, client_from_url
@@ -24,6 +24,9 @@ from .keys import QueueKeys
 from .options import MAX_JOB_ID_LENGTH, JobOptions, Retention
 from .scripts import SCRIPTS, Batch
 from .task import Task, TaskCall
+
+if TYPE_CHECKING:
+    from .schedule_store import Schedules
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -348,6 +351,14 @@ class Queue:
             if n == 0:
                 return total
             total += n
+
+    @property
+    def schedules(self) -> Schedules:
+        """This queue's schedules: ``upsert``, ``remove``, ``list``, ``run_now``
+        (see docs/schedules.md)."""
+        from .schedule_store import Schedules
+
+        return Schedules(self)
 
     async def now(self) -> datetime:
         """Redis's clock (the one that decides due jobs and leases)."""

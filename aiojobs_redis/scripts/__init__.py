@@ -93,6 +93,27 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         ("wait", "delayed", "active", "completed", "failed", "events", "marker", "seq", "meta"),
         ("job_prefix", "limit", "force"),
     ),
+    ScriptSpec(
+        "fire_schedule",
+        ("wait", "events", "marker", "seq", "schedules"),
+        ("job_prefix", "events_maxlen", "sched_prefix", "name", "digest", "tick", "handled",
+         "next_tick", "next_due", "task", "payload", "options", "priority", "max_attempts"),
+        ("tick",),
+    ),
+    ScriptSpec(
+        "upsert_schedule",
+        ("schedules",),
+        ("sched_prefix", "name", "spec", "digest", "expected_digest", "expected_tick", "tick",
+         "due"),
+    ),
+    ScriptSpec("remove_schedule", ("schedules",), ("sched_prefix", "name")),
+    ScriptSpec("list_due_schedules", ("schedules",), ("sched_prefix", "limit")),
+    ScriptSpec(
+        "record_metrics",
+        ("metrics", "metrics_total"),
+        ("slots", "width"),
+        ("index", "field", "increment"),
+    ),
 )
 
 

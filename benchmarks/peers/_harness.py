@@ -7,8 +7,9 @@ An adapter script is run by its library's own virtualenv python as
 and talks to the runner over stdin/stdout, one JSON object per line.
 
 producer: prints {"ev": "ready", "version": ...}, then answers each command line
-    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"quit", ...}
-    with {"ok": true, "elapsed": s} or {"ok": false, "unsupported"|"error": text}.
+    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"quit", "n", "max_s", ...}
+    with {"ok": true, "elapsed": s, "count": jobs} or {"ok": false, "unsupported"|"error": ..}.
+    A loop stops early at ``max_s`` seconds; bulk calls carry ``chunk`` jobs each.
 worker: config {"queue", "concurrency", ...}; prints {"ev": "ready", "t": wall time} just
     before its worker starts, {"ev": "progress", "done": k} while it runs, and on a
     {"cmd": "stop"} line stops gracefully and prints {"ev": "stopped", ...} with its
@@ -87,9 +88,9 @@ class Producer(Protocol):
     async def close(self) -> None: ...
     async def enqueue(self, queue: str, kind: str, arg: float | None) -> None: ...
     async def bulk(self, queue: str, kind: str, n: int) -> None:
-        """Enqueue n jobs with the library's bulk API; raise Unsupported if none."""
-    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
-        """Enqueue n noop jobs that all become due at epoch ``due_at``."""
+        """Enqueue n jobs in one bulk call of the library; raise Unsupported if none."""
+    async def delayed(self, queue: str, n: int, due_at: float) -> None:
+        """Enqueue n noop jobs (bulk where possible) all due at epoch ``due_at``."""
 
 
 class WorkerRunner(Protocol):
@@ -99,29 +100,78 @@ class WorkerRunner(Protocol):
         """Stop gracefully: let running handlers end and their outcomes reach Redis."""
 
 
-async def _timed(coro: Awaitable[None]) -> dict[str, Any]:
+class Deadline:
+    """Stops a loop of enqueues early: each phase is bounded in time."""
+
+    def __init__(self, max_s: float | None) -> None:
+        self.end = time.perf_counter() + max_s if max_s else float("inf")
+
+    def over(self) -> bool:
+        return time.perf_counter() >= self.end
+
+
+async def _timed(coro: Awaitable[int]) -> dict[str, Any]:
     t = time.perf_counter()
     try:
-        await coro
+        count = await coro
     except Unsupported as e:
         return {"ok": False, "unsupported": str(e) or "not supported"}
     except Exception as e:  # reported to the runner, which marks the row
         traceback.print_exc()
         return {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    return {"ok": True, "elapsed": time.perf_counter() - t}
+    return {"ok": True, "elapsed": time.perf_counter() - t, "count": count}
 
 
-async def _fill_one_by_one(p: Producer, queue: str, kind: str, n: int) -> None:
-    sem = asyncio.Semaphore(FILL_IN_FLIGHT)
+async def _one_by_one(p: Producer, queue: str, kind: str, n: int, dl: Deadline) -> int:
+    count = 0
+    while count < n and not dl.over():
+        await p.enqueue(queue, kind, None)
+        count += 1
+    return count
 
-    async def one() -> None:
-        async with sem:
+
+async def _chunked(p: Producer, queue: str, kind: str, n: int, dl: Deadline,
+                   chunk: int) -> int:
+    count = 0
+    while count < n and not dl.over():
+        k = min(chunk, n - count)
+        await p.bulk(queue, kind, k)
+        count += k
+    return count
+
+
+async def _concurrent(p: Producer, queue: str, kind: str, n: int, dl: Deadline) -> int:
+    """A fill for libraries without a bulk API: FILL_IN_FLIGHT enqueues at a time."""
+    count = 0
+
+    async def lane() -> None:
+        nonlocal count
+        while count < n and not dl.over():
+            count += 1
             await p.enqueue(queue, kind, None)
 
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(lane() for _ in range(FILL_IN_FLIGHT)))
+    return count
 
 
-async def _stamps(p: Producer, queue: str, n: int, interval: float) -> None:
+async def _fill(p: Producer, queue: str, kind: str, n: int, dl: Deadline, chunk: int) -> int:
+    try:
+        return await _chunked(p, queue, kind, n, dl, chunk)
+    except Unsupported:
+        return await _concurrent(p, queue, kind, n, dl)
+
+
+async def _delayed(p: Producer, queue: str, n: int, due_at: float, dl: Deadline,
+                   chunk: int) -> int:
+    count = 0
+    while count < n and not dl.over():
+        k = min(chunk, n - count)
+        await p.delayed(queue, k, due_at)
+        count += k
+    return count
+
+
+async def _stamps(p: Producer, queue: str, n: int, interval: float) -> int:
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i in range(n):
@@ -129,6 +179,7 @@ async def _stamps(p: Producer, queue: str, n: int, interval: float) -> None:
         delay = start + (i + 1) * interval - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+    return n
 
 
 async def _read_commands() -> asyncio.Queue[dict[str, Any] | None]:
@@ -151,25 +202,19 @@ async def producer_main(p: Producer, cfg: dict[str, Any], version: str) -> None:
     commands = await _read_commands()
     while (cmd := await commands.get()) is not None:
         name, queue = cmd["cmd"], cmd.get("queue", "")
-        n = int(cmd.get("n", 0))
+        n, kind = int(cmd.get("n", 0)), cmd.get("kind", "noop")
+        dl = Deadline(cmd.get("max_s"))
+        chunk = int(cmd.get("chunk", 1000))
         if name == "quit":
             break
         if name == "enqueue":
-            async def loop_one(queue: str = queue, kind: str = cmd["kind"], n: int = n) -> None:
-                for _ in range(n):
-                    await p.enqueue(queue, kind, None)
-            emit(await _timed(loop_one()))
+            emit(await _timed(_one_by_one(p, queue, kind, n, dl)))
         elif name == "bulk":
-            emit(await _timed(p.bulk(queue, cmd["kind"], n)))
+            emit(await _timed(_chunked(p, queue, kind, n, dl, chunk)))
         elif name == "fill":
-            async def fill(queue: str = queue, kind: str = cmd["kind"], n: int = n) -> None:
-                try:
-                    await p.bulk(queue, kind, n)
-                except Unsupported:
-                    await _fill_one_by_one(p, queue, kind, n)
-            emit(await _timed(fill()))
+            emit(await _timed(_fill(p, queue, kind, n, dl, chunk)))
         elif name == "fill_delayed":
-            emit(await _timed(p.delayed(queue, n, float(cmd["due_at"]), int(cmd["chunk"]))))
+            emit(await _timed(_delayed(p, queue, n, float(cmd["due_at"]), dl, chunk)))
         elif name == "stamp":
             emit(await _timed(_stamps(p, queue, n, float(cmd["interval"]))))
         else:
@@ -233,10 +278,10 @@ def run(make_producer: Callable[[], Producer], make_worker: Callable[[], WorkerR
     os._exit(0)
 
 
-async def gather_limited(coros: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+async def gather_limited(coros: list[Callable[[], Awaitable[Any]]], limit: int) -> None:
     sem = asyncio.Semaphore(limit)
 
-    async def one(c: Callable[[], Awaitable[None]]) -> None:
+    async def one(c: Callable[[], Awaitable[Any]]) -> None:
         async with sem:
             await c()
 

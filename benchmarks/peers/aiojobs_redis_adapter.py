@@ -12,8 +12,6 @@ from _harness import C
 import aiojobs_redis as ajr
 from aiojobs_redis import FixedBackoff, JobOptions, Queue, Worker, current_job, task
 
-BULK_CHUNK = 1000  # calls handed to enqueue_many at once (it chunks further by itself)
-
 
 @task(name="noop")
 async def noop() -> None:
@@ -66,15 +64,12 @@ class Producer:
             await self.q(queue).enqueue(TASKS[kind], arg)
 
     async def bulk(self, queue: str, kind: str, n: int) -> None:
-        q, t = self.q(queue), TASKS[kind]
-        for start in range(0, n, BULK_CHUNK):
-            await q.enqueue_many([t.call() for _ in range(min(BULK_CHUNK, n - start))])
+        t = TASKS[kind]
+        await self.q(queue).enqueue_many([t.call() for _ in range(n)])
 
-    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
-        q = self.q(queue)
+    async def delayed(self, queue: str, n: int, due_at: float) -> None:
         t = noop.options(run_at=datetime.fromtimestamp(due_at, UTC))
-        for start in range(0, n, chunk):
-            await q.enqueue_many([t.call() for _ in range(min(chunk, n - start))])
+        await self.q(queue).enqueue_many([t.call() for _ in range(n)])
 
 
 class Runner:

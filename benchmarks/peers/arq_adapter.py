@@ -55,7 +55,7 @@ class Producer:
     async def bulk(self, queue: str, kind: str, n: int) -> None:
         raise h.Unsupported("no bulk enqueue API")
 
-    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
+    async def delayed(self, queue: str, n: int, due_at: float) -> None:
         when = datetime.fromtimestamp(due_at, UTC)
 
         def one() -> Any:

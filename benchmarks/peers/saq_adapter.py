@@ -63,9 +63,9 @@ class Producer:
     async def bulk(self, queue: str, kind: str, n: int) -> None:
         raise h.Unsupported("no bulk enqueue API")
 
-    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
+    async def delayed(self, queue: str, n: int, due_at: float) -> None:
         q = await self.q(queue)
-        when = math.ceil(due_at)  # saq schedules in whole epoch seconds
+        when = math.ceil(due_at)  # saq schedules in whole seconds (the runner picks one)
 
         def one() -> Any:
             return q.enqueue("noop", scheduled=when)

@@ -13,8 +13,6 @@ import _harness as h
 from _harness import C
 from streaq import StreaqRetry, Worker
 
-BULK_CHUNK = 1000
-
 
 def make_worker(url: str, queue: str, concurrency: int = 16) -> tuple[Worker[Any], dict[str, Any]]:
     w: Worker[Any] = Worker(redis_url=url, queue_name=queue, concurrency=concurrency,
@@ -71,16 +69,12 @@ class Producer:
 
     async def bulk(self, queue: str, kind: str, n: int) -> None:
         w, tasks = await self.w(queue)
-        for start in range(0, n, BULK_CHUNK):
-            await w.enqueue_many([tasks[kind].enqueue() for _ in range(min(BULK_CHUNK, n - start))])
+        await w.enqueue_many([tasks[kind].enqueue() for _ in range(n)])
 
-    async def delayed(self, queue: str, n: int, due_at: float, chunk: int) -> None:
+    async def delayed(self, queue: str, n: int, due_at: float) -> None:
         w, tasks = await self.w(queue)
         when = datetime.fromtimestamp(due_at, UTC)
-        for start in range(0, n, chunk):
-            batch = [tasks["noop"].enqueue().start(schedule=when)
-                     for _ in range(min(chunk, n - start))]
-            await w.enqueue_many(batch)
+        await w.enqueue_many([tasks["noop"].enqueue().start(schedule=when) for _ in range(n)])
 
 
 class Runner:
