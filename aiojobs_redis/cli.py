@@ -60,7 +60,7 @@ def run_loop(main: Coroutine[Any, Any, int], *, use_uvloop: bool = True) -> int:
         except ImportError:
             pass
         else:
-            return uvloop.run(main)  # type: ignore[no-any-return]
+            return uvloop.run(main)
     return asyncio.run(main)
 
 

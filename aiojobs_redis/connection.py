@@ -27,7 +27,9 @@ def retry_policy() -> Retry:
 
 
 def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
-    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``); cluster with ``cluster=True``."""
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+    ``cluster=True`` makes a RedisCluster client."""
     cluster = bool(kwargs.pop("cluster", False))
     options: dict[str, Any] = {
         "decode_responses": False,

@@ -135,5 +135,7 @@ async def run_demo(*, url: str | None, jobs: int = 400) -> int:
 
 
 async def _retries(queue: Queue) -> int:
-    entries = await queue.client.xrange(queue.keys.events, count=1_000_000)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await queue.client.xrange(  # type: ignore[assignment]
+        queue.keys.events, count=1_000_000
+    )
     return sum(1 for _, fields in entries if fields.get(b"e") == b"retrying")

@@ -38,7 +38,7 @@ def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 
 
 async def last_entry_id(client: AnyRedis, key: str) -> bytes:
-    last = await client.xrevrange(key, count=1)
+    last: list[tuple[bytes, Any]] = await client.xrevrange(key, count=1)  # type: ignore[assignment]
     return last[0][0] if last else b"0-0"
 
 
@@ -48,7 +48,7 @@ async def iterate(
     """Yield events from ``since`` (an id, ``"0"`` for the whole stream, ``"$"`` for new ones)."""
     last: bytes | str = await last_entry_id(client, key) if since == "$" else since
     while True:
-        reply = await client.xread({key: last}, count=500, block=block_ms)
+        reply: Any = await client.xread({key: last}, count=500, block=block_ms)
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 last = entry_id

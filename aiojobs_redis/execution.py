@@ -123,7 +123,7 @@ class Executor:
                     f"Timeout: the handler ran longer than its timeout of {timeout_s} s", "",
                 )
             return self._failed(job, task, options, _describe(), traceback.format_exc())
-        except BaseException:  # noqa: BLE001 - a job's exception must never stop the worker
+        except BaseException:  # a job's exception must never stop the worker
             return self._failed(job, task, options, _describe(), traceback.format_exc())
         try:
             value = codec.encode_value(result)

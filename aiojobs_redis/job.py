@@ -75,7 +75,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
             id=job_id,
             queue=queue,
             task=_text(f["task"]) or "",
-            state=JobState(_text(f["state"])),
+            state=JobState(_text(f["state"]) or ""),
             args=args,
             kwargs=kwargs,
             priority=_int(f["priority"]),

@@ -18,7 +18,8 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 #: name -> (Redis type, who writes it, what bounds its size)
 KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
-    "job:<id>": ("HASH", "all job scripts", "one per live job; finished jobs expire by retention age"),
+    "job:<id>": ("HASH", "all job scripts",
+                 "one per job; finished ones trimmed by retention count and age"),
     "wait": ("ZSET", "add_jobs, fetch_jobs, retry_jobs, promote_job, recover_stalled, return_jobs",
              "jobs waiting to run (the backlog)"),
     "delayed": ("ZSET", "add_jobs, fail_jobs, fetch_jobs, promote_job",

@@ -75,10 +75,9 @@ class Lane:
         while True:
             want = 0
             if self.fetching and not worker.stopping:
-                if self.idle and self._waker is not None:
-                    if self._waker.done():
-                        self._waker = None
-                        self.idle = False
+                if self.idle and self._waker is not None and self._waker.done():
+                    self._waker = None
+                    self.idle = False
                 if not self.idle:
                     want = worker.reserve(_MAX_FETCH)
             if want == 0 and not self.outcomes:
@@ -139,8 +138,10 @@ class Lane:
         fetch_at = -1
         if want:
             fetch = SCRIPTS["fetch_jobs"]
-            fetch_at = batch.add(fetch, fetch.keys_of(k), [k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
-                secrets.token_hex(6), _PROMOTE_LIMIT])
+            fetch_at = batch.add(fetch, fetch.keys_of(k), [
+                k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
+                secrets.token_hex(6), _PROMOTE_LIMIT,
+            ])
         try:
             results = await batch.execute(q.client)
         except BaseException:
@@ -201,7 +202,7 @@ class Lane:
             outcome = await worker.executor.run(job, ctx)
         except asyncio.CancelledError:
             outcome = None
-        except BaseException:  # noqa: BLE001 - last line of defence
+        except BaseException:  # last line of defence
             log.exception("job %s: internal error while running it", job.id)
             outcome = None
         finally:

@@ -148,7 +148,9 @@ class Queue:
         elif isinstance(task, str):
             options = kwargs.pop("options", None)
             if options is not None and not isinstance(options, JobOptions):
-                raise ConfigurationError(f"options must be JobOptions, not {type(options).__name__}")
+                raise ConfigurationError(
+                    f"options must be JobOptions, not {type(options).__name__}"
+                )
             call = TaskCall(task, args, kwargs, options)
         else:
             raise ConfigurationError(f"enqueue needs a Task or a task name, not {task!r}")
@@ -206,7 +208,9 @@ class Queue:
     async def job_info(self, job_id: str) -> JobInfo | None:
         """The job's record, or None when there is no such job."""
         with wrap_redis_errors(f"read job {job_id!r}"):
-            values = await self.client.hmget(self.keys.job(job_id), INFO_FIELDS)  # type: ignore[misc]
+            values: list[bytes | None] = await self.client.hmget(  # type: ignore[assignment]
+                self.keys.job(job_id), INFO_FIELDS
+            )
         if values[2] is None:
             return None
         return JobInfo.from_fields(self.name, job_id, values)
@@ -227,7 +231,9 @@ class Queue:
             raise ConfigurationError("offset must be >= 0 and limit between 1 and 1000")
         key = getattr(self.keys, _STATE_KEYS[JobState(state)])
         with wrap_redis_errors(f"list {state} jobs of queue {self.name!r}"):
-            ids = await self.client.zrange(key, offset, offset + limit - 1, desc=newest_first)
+            ids: list[bytes] = await self.client.zrange(  # type: ignore[assignment]
+                key, offset, offset + limit - 1, desc=newest_first
+            )
         return [i.decode() for i in ids]
 
     async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None:
@@ -271,7 +277,7 @@ class Queue:
 
     async def is_paused(self) -> bool:
         with wrap_redis_errors(f"read queue {self.name!r}"):
-            return bool(await self.client.hexists(self.keys.meta, "paused"))  # type: ignore[misc]
+            return bool(await self.client.hexists(self.keys.meta, "paused"))
 
     # ------------------------------------------------------------------ changes
 
@@ -319,7 +325,7 @@ class Queue:
     async def pause(self) -> None:
         """Workers stop taking jobs from this queue (running ones finish); enqueue goes on."""
         with wrap_redis_errors(f"pause queue {self.name!r}"):
-            await self.client.hset(self.keys.meta, "paused", 1)  # type: ignore[misc]
+            await self.client.hset(self.keys.meta, "paused", 1)
 
     async def resume(self) -> None:
         with wrap_redis_errors(f"resume queue {self.name!r}"):

@@ -36,7 +36,7 @@ def encode(info: WorkerInfo) -> bytes:
 
 async def live_workers(client: AnyRedis, keys: QueueKeys) -> list[WorkerInfo]:
     """Workers serving this queue whose heartbeat has not expired."""
-    ids = await client.zrange(keys.workers, 0, -1)
+    ids: list[bytes] = await client.zrange(keys.workers, 0, -1)  # type: ignore[assignment]
     if not ids:
         return []
     names = [i.decode() for i in ids]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .backoff import BackoffFunction
 from .errors import ConfigurationError, TaskNotFound
@@ -25,7 +25,7 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        fn: Callable[P, Awaitable[R]] | Callable[P, R],
+        fn: Callable[P, Any],
         *,
         name: str,
         defaults: JobOptions,
@@ -94,6 +94,15 @@ class TaskCall(Generic[R]):
                         self.task)
 
 
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` returns: turns a function into a :class:`Task`."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
 @overload
 def task(fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
 @overload
@@ -107,7 +116,7 @@ def task(
     timeout_s: float | None = None,
     priority: int | None = None,
     retention: Retention | None = None,
-) -> Callable[[Callable[P, Awaitable[R]] | Callable[P, R]], Task[P, R]]: ...
+) -> TaskDecorator: ...
 def task(
     fn: Any = None,
     /,
@@ -140,7 +149,7 @@ def task(
 
     if fn is not None:
         return wrap(fn)
-    return wrap
+    return cast(TaskDecorator, wrap)
 
 
 class TaskRegistry:

@@ -171,8 +171,8 @@ class Worker:
             log.info("worker %s started: queues %s, tasks %s, concurrency %d", self.id,
                      ", ".join(q.name for q in self.queues), ", ".join(self.registry.names()),
                      self.concurrency)
-            all_lanes = asyncio.gather(*lane_tasks)
-            stop_wait = asyncio.create_task(self._stop_requested.wait())
+            all_lanes: asyncio.Future[list[None]] = asyncio.gather(*lane_tasks)
+            stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stop_requested.wait())
             await asyncio.wait([all_lanes, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             await self._shutdown(lane_tasks)

@@ -65,7 +65,7 @@ async def test_decode_responses_client_is_refused(redis_url: str) -> None:
 
 def test_options_are_keyword_only_and_validated() -> None:
     with pytest.raises(TypeError):
-        JobOptions("id")  # type: ignore[misc]
+        JobOptions("id")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         JobOptions(delay=5)  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError):
@@ -83,7 +83,7 @@ def test_options_are_keyword_only_and_validated() -> None:
 
 async def test_enqueue_typed_checks_arguments_now(queue: Queue) -> None:
     with pytest.raises(TypeError, match="greet"):
-        await queue.enqueue(greet)  # type: ignore[call-arg]
+        await queue.enqueue(greet)  # type: ignore[call-overload]
     with pytest.raises(TypeError):
         await queue.enqueue(greet, "a", colour="red")  # type: ignore[call-arg]
     assert (await queue.counts())[JobState.WAITING] == 0, "nothing was written"
@@ -94,7 +94,7 @@ async def test_enqueue_typed_checks_arguments_now(queue: Queue) -> None:
 
 async def test_unencodable_arguments_fail_at_enqueue(queue: Queue) -> None:
     with pytest.raises(EncodeError, match="greet"):
-        await queue.enqueue(greet, object())  # type: ignore[arg-type]
+        await queue.enqueue(greet, object())  # type: ignore[call-overload]
     assert (await queue.counts())[JobState.WAITING] == 0
 
 

@@ -4,6 +4,7 @@ retention, fencing, shutdown. Tests wait on events and results, not on time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import threading
 import time
@@ -16,10 +17,10 @@ import pytest
 from aiojobs_redis import (
     FixedBackoff,
     JobFailed,
-    JobOptions,
     JobState,
     Queue,
     Retention,
+    Task,
     Worker,
     WorkerContext,
     current_job,
@@ -135,7 +136,7 @@ async def test_retries_follow_the_backoff(queue: Queue) -> None:
         job = await queue.enqueue(flaky)
         assert await job.result(timeout=10) == "ok"
     assert len(starts) == 3
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(g >= 0.2 for g in gaps), gaps
     info = await job.info()
     assert info.attempts == 3 and info.error and "database went away" in info.error
@@ -202,7 +203,7 @@ async def integrity() -> None:
 
 
 async def test_poison_jobs_fail_and_good_jobs_keep_flowing(queue: Queue) -> None:
-    poison = [poison_exit, poison_interrupt, poison_base, poison_sync_exit, poison_hang,
+    poison: list[Task[[], Any]] = [poison_exit, poison_interrupt, poison_base, poison_sync_exit, poison_hang,
               poison_result, integrity]
     worker = Worker(queue, tasks=[echo, *poison], concurrency=8)
     async with running(worker):
@@ -273,7 +274,9 @@ async def test_retention_bounds_finished_jobs(client: Any, queue_name: str) -> N
 
 async def _finished(q: Queue, n: int) -> bool:
     # finished jobs counted from the events stream (retention trims the sets)
-    entries = await q.client.xrange(q.keys.events, count=100_000)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await q.client.xrange(  # type: ignore[assignment]
+        q.keys.events, count=100_000
+    )
     done = sum(1 for _, f in entries if f[b"e"] in (b"completed", b"failed"))
     return done >= n
 

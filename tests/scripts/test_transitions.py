@@ -4,10 +4,11 @@ Runs on a standalone server and on a cluster-mode server (see conftest)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from aiojobs_redis import JobNotFound, JobOptions, JobState, JobStateError, Queue
+from aiojobs_redis import JobNotFound, JobOptions, JobState, JobStateError, Queue, TaskCall
 
 from . import direct
 
@@ -170,7 +171,7 @@ async def test_retry_and_promote(squeue: Queue) -> None:
 async def test_drain_and_obliterate(squeue: Queue) -> None:
     await squeue.enqueue_many([_call() for _ in range(2500)])
     await squeue.enqueue("t", options=JobOptions(delay_s=60))
-    _, jobs = await direct.fetch(squeue, 1)
+    await direct.fetch(squeue, 1)
     assert await squeue.drain() == 2500
     counts = await squeue.counts()
     assert counts[JobState.ACTIVE] == 1 and counts[JobState.WAITING] == 0
@@ -180,7 +181,5 @@ async def test_drain_and_obliterate(squeue: Queue) -> None:
     assert not [k async for k in squeue.client.scan_iter(match=f"ajr:{{{squeue.name}}}:*")]
 
 
-def _call() -> object:
-    from aiojobs_redis import TaskCall
-
+def _call() -> TaskCall[Any]:
     return TaskCall.by_name("t")
