@@ -58,7 +58,7 @@ _INDEX: Final = {name: i for i, name in enumerate(LAYOUT)}
 _WAIT0: Final = _INDEX["wait:0"]
 _RUN0: Final = _INDEX["run:0"]
 
-_STATE_KEYS: Final = {
+STATE_KEYS: Final = {
     JobState.WAITING: "wait", JobState.DELAYED: "delayed", JobState.ACTIVE: "active",
     JobState.COMPLETED: "completed", JobState.FAILED: "failed",
 }
@@ -294,7 +294,7 @@ async def snapshot(queue: Queue) -> Snapshot:
     k = queue.keys
     pipe = queue.client.pipeline(transaction=False)
     for state in JobState:
-        pipe.zcard(getattr(k, _STATE_KEYS[state]))
+        pipe.zcard(getattr(k, STATE_KEYS[state]))
     pipe.hexists(k.meta, "paused")
     pipe.zrange(k.wait, 0, 0)
     pipe.time()

@@ -203,8 +203,8 @@ async def integrity() -> None:
 
 
 async def test_poison_jobs_fail_and_good_jobs_keep_flowing(queue: Queue) -> None:
-    poison: list[Task[[], Any]] = [poison_exit, poison_interrupt, poison_base, poison_sync_exit, poison_hang,
-              poison_result, integrity]
+    poison: list[Task[[], Any]] = [poison_exit, poison_interrupt, poison_base, poison_sync_exit,
+                                   poison_hang, poison_result, integrity]
     worker = Worker(queue, tasks=[echo, *poison], concurrency=8)
     async with running(worker):
         bad = [await queue.enqueue(t) for t in poison]

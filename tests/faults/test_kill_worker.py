@@ -1,0 +1,77 @@
+"""A worker process killed with SIGKILL mid-job: a second worker completes its jobs,
+and only the jobs that were active in the killed worker ran twice."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from aiojobs_redis import JobState, Queue
+from aiojobs_redis._redis_server import RedisServer
+
+from ..conftest import wait_until
+from .app import runs_key, work
+from .procs import kill, start_worker
+
+pytestmark = pytest.mark.faults
+
+
+async def test_sigkilled_worker_jobs_complete_elsewhere(
+    redis_server: RedisServer, queue: Queue, client: aioredis.Redis, tmp_path: Path
+) -> None:
+    log = tmp_path / "workers.log"
+    jobs = await queue.enqueue_many([work.call(0.3) for _ in range(30)])
+    first = start_worker(redis_server.url, queue.name, log=log, lease_ms=2000)
+    try:
+        await wait_until(lambda: client.llen(runs_key(queue.name)), timeout=20)
+        await wait_until(lambda: _active(queue, 5), timeout=10)
+        kill(first)
+        active_at_kill = set(await queue.job_ids(JobState.ACTIVE))
+        assert len(active_at_kill) == 5
+        second = start_worker(redis_server.url, queue.name, log=log, lease_ms=2000)
+        try:
+            results = [await j.result(timeout=60) for j in jobs]
+        finally:
+            kill(second, signal.SIGTERM)
+    finally:
+        kill(first)
+    assert results == [j.id for j in jobs]
+    raw: list[bytes] = await client.lrange(runs_key(queue.name), 0, -1)  # type: ignore[assignment]
+    runs = Counter(r.decode() for r in raw)
+    twice = {job_id for job_id, n in runs.items() if n > 1}
+    print(f"\n30 jobs, 1 worker SIGKILLed with {len(active_at_kill)} active: "
+          f"{len(twice)} ran twice, all completed")
+    assert twice == active_at_kill, "exactly the jobs active in the killed worker ran again"
+    assert max(runs.values()) == 2
+    for job_id in twice:
+        info = await queue.job(job_id).info()
+        assert info.stalls == 1 and info.state is JobState.COMPLETED
+
+
+async def _active(queue: Queue, n: int) -> bool:
+    return (await queue.counts())[JobState.ACTIVE] >= n
+
+
+async def test_sigterm_hands_jobs_back_at_once(
+    redis_server: RedisServer, queue: Queue, client: aioredis.Redis, tmp_path: Path
+) -> None:
+    log = tmp_path / "workers.log"
+    jobs = await queue.enqueue_many([work.call(30) for _ in range(3)])
+    proc = start_worker(redis_server.url, queue.name, log=log, lease_ms=60_000,
+                        extra_env={"AJR_SHUTDOWN_S": "0.2"})
+    try:
+        await wait_until(lambda: _active(queue, 3), timeout=20)
+        kill(proc, signal.SIGTERM)
+        assert proc.returncode == 0, log.read_text()
+    finally:
+        kill(proc)
+    counts = await queue.counts()
+    assert counts[JobState.WAITING] == 3 and counts[JobState.ACTIVE] == 0, \
+        "handed back at once, not after the 60 s lease"
+    for job in jobs:
+        assert (await job.info()).attempts == 0
+    assert "handed 3 unfinished job(s) back to waiting" in log.read_text()
