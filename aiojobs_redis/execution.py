@@ -77,6 +77,7 @@ class Executor:
         self.registry = registry
         self.worker = worker
         self.thread_limiter = anyio.CapacityLimiter(concurrency)
+        self._options_cache: dict[bytes, JobOptions] = {}
 
     async def run(self, job: FetchedJob, ctx: JobContext) -> Outcome:
         start = time.perf_counter()
@@ -90,26 +91,26 @@ class Executor:
         except TaskNotFound as e:
             return _failure(job, f"TaskNotFound: {e}", "", NO_RETRY, None)
         try:
-            options = codec.decode_options(job.options)
+            options = self._options(job.options)
             args, kwargs = codec.decode_args(job.payload)
         except codec.DecodeError as e:
             return _failure(job, f"DecodeError: {e}", "", NO_RETRY, None)
-        try:
-            task.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            return _failure(job, f"TypeError: arguments do not fit task {task.name!r}: {e}", "",
-                            NO_RETRY, options.retention)
         timeout_s = options.timeout_s if options.timeout_s is not None else task.defaults.timeout_s
         set_current_job(ctx)
+        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout_s) as scope:
-                if task.is_async:
-                    result = await task.fn(*args, **kwargs)
-                else:
-                    result = await anyio.to_thread.run_sync(
-                        functools.partial(task.fn, *args, **kwargs),
-                        abandon_on_cancel=True, limiter=self.thread_limiter,
-                    )
+            if timeout_s is None:
+                result = await self._call(task, args, kwargs)
+            else:
+                async with asyncio.timeout(timeout_s) as scope:
+                    result = await self._call(task, args, kwargs)
+        except TypeError:
+            try:  # arguments are checked only when the call fails: no cost on the hot path
+                task.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                return _failure(job, f"TypeError: arguments do not fit task {task.name!r}: {e}",
+                                "", NO_RETRY, options.retention)
+            return self._failed(job, task, options, _describe(), traceback.format_exc())
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -117,7 +118,7 @@ class Executor:
             return self._failed(job, task, options, "CancelledError: the handler was cancelled",
                                 traceback.format_exc())
         except TimeoutError:
-            if scope.expired():
+            if scope is not None and scope.expired():
                 return self._failed(
                     job, task, options,
                     f"Timeout: the handler ran longer than its timeout of {timeout_s} s", "",
@@ -131,6 +132,24 @@ class Executor:
             return _failure(job, f"EncodeError: the result of {task.name!r}: {e}", "", NO_RETRY,
                             options.retention)
         return Outcome(job, ok=True, value=value, retention=options.retention)
+
+    async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        return await anyio.to_thread.run_sync(
+            functools.partial(task.fn, *args, **kwargs),
+            abandon_on_cancel=True, limiter=self.thread_limiter,
+        )
+
+    def _options(self, data: bytes) -> JobOptions:
+        """Decoded job options; most jobs share a few distinct encodings, so cache them."""
+        options = self._options_cache.get(data)
+        if options is None:
+            options = codec.decode_options(data)
+            if len(self._options_cache) >= 1024:
+                self._options_cache.clear()
+            self._options_cache[data] = options
+        return options
 
     def _failed(self, job: FetchedJob, task: Task[Any, Any], options: JobOptions, error: str,
                 tb: str) -> Outcome:

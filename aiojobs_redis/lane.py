@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import codec
 from .context import JobContext
 from .execution import FetchedJob, Outcome
 from .metrics import add_outcomes
@@ -125,13 +126,12 @@ class Lane:
             groups.setdefault(("complete_jobs" if o.ok else "fail_jobs", retention), []).append(o)
         sent: list[tuple[int, list[Outcome], str]] = []
         for (name, (keep_count, keep_age)), group in groups.items():
-            args: list[Any] = [k.job_prefix, q.events_maxlen, keep_count, keep_age]
             if name == "complete_jobs":
-                for o in group:
-                    args += (o.job.id, o.job.token, o.value)
+                rows: list[tuple[Any, ...]] = [(o.job.id, o.job.token, o.value) for o in group]
             else:
-                for o in group:
-                    args += (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
+                rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
+                        for o in group]
+            args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
             script = SCRIPTS[name]
             sent.append((batch.add(script, script.keys_of(k), args), group, name))
         add_outcomes(batch, q, outcomes)  # metrics ride in the same round trip

@@ -173,10 +173,7 @@ class Queue:
         script = SCRIPTS["add_jobs"]
         keys = script.keys_of(self.keys)
         for start in range(0, len(argv_rows), _CHUNK):
-            args = list(head)
-            for row in argv_rows[start:start + _CHUNK]:
-                args.extend(row)
-            batch.add(script, keys, args)
+            batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK])])
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
             results = await batch.execute(self.client)
         jobs: list[Job[Any]] = []

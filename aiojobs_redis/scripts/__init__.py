@@ -33,8 +33,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
         ("wait", "delayed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen"),
-        ("id", "task", "payload", "options", "priority", "max_attempts", "delay_ms", "due_at_ms"),
+        ("job_prefix", "events_maxlen", "jobs"),
     ),
     ScriptSpec(
         "fetch_jobs",
@@ -45,14 +44,12 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "complete_jobs",
         ("active", "completed", "events"),
-        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms"),
-        ("id", "token", "result"),
+        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "outcomes"),
     ),
     ScriptSpec(
         "fail_jobs",
         ("active", "wait", "delayed", "failed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms"),
-        ("id", "token", "error", "traceback", "retry_delay_ms"),
+        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "outcomes"),
     ),
     ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
     ScriptSpec(

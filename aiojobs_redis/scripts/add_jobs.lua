@@ -7,8 +7,9 @@
   KEYS[5] seq       STRING  FIFO sequence counter
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
-  ARGV[3..] groups of 8: id, task, payload, options, priority, max_attempts, delay_ms, due_at_ms
-            (delay_ms >= 0: relative to Redis TIME; due_at_ms >= 0: absolute; -1: unset)
+  ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
+                       delay_ms, due_at_ms] (delay_ms > 0: relative to Redis TIME;
+                       due_at_ms > 0: absolute; -1: unset)
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
   Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed) ]]
@@ -16,25 +17,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local BAND = 1099511627776 -- 2^40
-local n = (#ARGV - 2) / 8
+local jobs = cmsgpack.unpack(ARGV[3])
+local n = #jobs
 local seq = tonumber(redis.call('INCRBY', KEYS[5], n)) - n
 local out = {}
 local woke = false
-for i = 0, n - 1 do
-  local b = 3 + i * 8
-  local id = ARGV[b]
+for i, job in ipairs(jobs) do
+  local id = job[1]
   local key = prefix .. id
   if redis.call('EXISTS', key) == 1 then
-    out[i + 1] = 0
+    out[i] = 0
   else
-    local priority = tonumber(ARGV[b + 4])
-    local delay, due_at = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+    local priority, delay, due_at = job[5], job[7], job[8]
     local due = -1
     if delay > 0 then due = now + delay elseif due_at > now then due = due_at end
     local state = 'waiting'
     if due > 0 then state = 'delayed' end
-    redis.call('HSET', key, 'task', ARGV[b + 1], 'payload', ARGV[b + 2], 'opts', ARGV[b + 3],
-      'priority', priority, 'max_attempts', ARGV[b + 5], 'attempts', 0, 'stalls', 0,
+    redis.call('HSET', key, 'task', job[2], 'payload', job[3], 'opts', job[4],
+      'priority', priority, 'max_attempts', job[6], 'attempts', 0, 'stalls', 0,
       'state', state, 'created', now, 'due', due)
     if due > 0 then
       redis.call('ZADD', KEYS[2], due, id)
@@ -43,7 +43,7 @@ for i = 0, n - 1 do
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
     woke = true
-    out[i + 1] = 1
+    out[i] = 1
   end
 end
 if woke then redis.call('ZADD', KEYS[4], 0, 'w') end

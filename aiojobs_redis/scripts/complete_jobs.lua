@@ -7,7 +7,7 @@
   ARGV[2] events_maxlen
   ARGV[3] keep_count   completed jobs to keep (-1: no count limit; 0: delete at once)
   ARGV[4] keep_age_ms  completed jobs older than this are deleted (-1: no age limit)
-  ARGV[5..] groups of 3: id, token, result
+  ARGV[5] outcomes     MessagePack array of [id, token, result]
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
   Returns: one status per job: 1 OK | 0 DUPLICATE (this token already completed it)
@@ -17,8 +17,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out, done = {}, {}
-for i = 5, #ARGV, 3 do
-  local id, token = ARGV[i], ARGV[i + 1]
+for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
+  local id, token = o[1], o[2]
   local key = prefix .. id
   local job = redis.call('HMGET', key, 'state', 'token')
   local status
@@ -34,7 +34,7 @@ for i = 5, #ARGV, 3 do
     if keep_count == 0 then
       redis.call('DEL', key)
     else
-      redis.call('HSET', key, 'state', 'completed', 'result', ARGV[i + 2], 'finished', now)
+      redis.call('HSET', key, 'state', 'completed', 'result', o[3], 'finished', now)
       redis.call('ZADD', KEYS[2], now, id)
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'completed', 'id', id)

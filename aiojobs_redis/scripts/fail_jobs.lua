@@ -13,7 +13,8 @@
   ARGV[2] events_maxlen
   ARGV[3] keep_count   failed jobs to keep (-1: no count limit; 0: delete at once)
   ARGV[4] keep_age_ms  failed jobs older than this are deleted (-1: no age limit)
-  ARGV[5..] groups of 5: id, token, error, traceback, retry_delay_ms (-1: do not retry)
+  ARGV[5] outcomes     MessagePack array of [id, token, error, traceback, retry_delay_ms]
+                       (retry_delay_ms -1: do not retry)
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
   Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 0 DUPLICATE
@@ -25,8 +26,8 @@ local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 local BAND = 1099511627776 -- 2^40
 local out, done = {}, {}
 local failed_any, retried_any = false, false
-for i = 5, #ARGV, 5 do
-  local id, token = ARGV[i], ARGV[i + 1]
+for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
+  local id, token = o[1], o[2]
   local key = prefix .. id
   local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'priority')
   local status
@@ -38,18 +39,18 @@ for i = 5, #ARGV, 5 do
     status = 0
   else
     done[#done + 1] = id
-    local delay = tonumber(ARGV[i + 4])
+    local delay = o[5]
     if delay >= 0 and tonumber(job[3]) < tonumber(job[4]) then
       status = 2
       retried_any = true
       if delay > 0 then
-        redis.call('HSET', key, 'state', 'delayed', 'error', ARGV[i + 2],
-          'traceback', ARGV[i + 3], 'due', now + delay)
+        redis.call('HSET', key, 'state', 'delayed', 'error', o[3],
+          'traceback', o[4], 'due', now + delay)
         redis.call('ZADD', KEYS[3], now + delay, id)
       else
         local seq = redis.call('INCR', KEYS[7])
-        redis.call('HSET', key, 'state', 'waiting', 'error', ARGV[i + 2],
-          'traceback', ARGV[i + 3])
+        redis.call('HSET', key, 'state', 'waiting', 'error', o[3],
+          'traceback', o[4])
         redis.call('ZADD', KEYS[2], (1000 - tonumber(job[5])) * BAND + seq, id)
       end
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'retrying', 'id', id,
@@ -60,8 +61,8 @@ for i = 5, #ARGV, 5 do
       if keep_count == 0 then
         redis.call('DEL', key)
       else
-        redis.call('HSET', key, 'state', 'failed', 'error', ARGV[i + 2],
-          'traceback', ARGV[i + 3], 'finished', now)
+        redis.call('HSET', key, 'state', 'failed', 'error', o[3],
+          'traceback', o[4], 'finished', now)
         redis.call('ZADD', KEYS[4], now, id)
       end
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from aiojobs_redis import Queue
+from aiojobs_redis import Queue, codec
 from aiojobs_redis.execution import FetchedJob
 from aiojobs_redis.scripts import SCRIPTS
 
@@ -25,14 +25,15 @@ async def fetch(q: Queue, count: int, lease_ms: int = 30_000) -> tuple[int, list
 
 async def complete(q: Queue, job: FetchedJob, result: bytes = b"\xc0", *, keep_count: int = -1,
                    keep_age_ms: int = -1, token: str | None = None) -> int:
+    row = (job.id, token if token is not None else job.token, result)
     statuses = await run(q, "complete_jobs", q.events_maxlen, keep_count, keep_age_ms,
-                         job.id, token if token is not None else job.token, result)
+                         codec.pack([row]))
     return int(statuses[0])
 
 
 async def fail(q: Queue, job: FetchedJob, delay_ms: int, *, keep_count: int = -1,
                keep_age_ms: int = -1, token: str | None = None) -> int:
-    statuses = await run(q, "fail_jobs", q.events_maxlen, keep_count, keep_age_ms, job.id,
-                         token if token is not None else job.token, "ValueError: x", "tb",
-                         delay_ms)
+    row = (job.id, token if token is not None else job.token, "ValueError: x", "tb", delay_ms)
+    statuses = await run(q, "fail_jobs", q.events_maxlen, keep_count, keep_age_ms,
+                         codec.pack([row]))
     return int(statuses[0])
