@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -57,6 +58,47 @@ def check_client(client: AnyRedis) -> None:
             "the Redis client has decode_responses=True; aiojobs_redis stores MessagePack bytes"
             " and needs decode_responses=False"
         )
+
+
+async def check_server(client: AnyRedis) -> list[str]:
+    """Warnings about a Redis whose settings lose jobs; raises for a Redis that is too old."""
+    info: dict[str, Any] = await client.info("server")
+    if isinstance(client, RedisCluster):  # one reply per node: any node's will do
+        info = next(iter(info.values())) if info and "redis_version" not in info else info
+    version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+    if version < (7, 0):
+        raise ConfigurationError(
+            f"aiojobs_redis needs Redis >= 7.0 (scripts with #!lua flags); this is "
+            f"{info.get('redis_version')}"
+        )
+    warnings: list[str] = []
+    try:
+        policy = await _config(client, "maxmemory-policy")
+        save = await _config(client, "save")
+        persistence: dict[str, Any] = await client.info("persistence")
+    except RedisError:  # CONFIG may be forbidden (managed Redis, ACL): nothing to say
+        return warnings
+    if policy and policy != "noeviction":
+        warnings.append(
+            f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis will evict"
+            " keys, that is lose jobs and schedules. Set maxmemory-policy noeviction."
+        )
+    if isinstance(client, RedisCluster) and "aof_enabled" not in persistence:
+        persistence = next(iter(persistence.values()), {})
+    if not int(persistence.get("aof_enabled", 0)) and not save.strip():
+        warnings.append(
+            "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart loses every"
+            " job. Enable appendonly yes (appendfsync everysec or always) for durable jobs."
+        )
+    return warnings
+
+
+async def _config(client: AnyRedis, name: str) -> str:
+    reply: dict[Any, Any] = await client.config_get(name)
+    if isinstance(client, RedisCluster) and name not in reply and name.encode() not in reply:
+        reply = next(iter(reply.values()), {})  # one reply per node
+    value = reply.get(name, reply.get(name.encode(), b""))
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def blocking_client(client: AnyRedis) -> Redis | RedisCluster:

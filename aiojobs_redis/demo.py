@@ -54,7 +54,7 @@ def _server(url: str | None) -> Iterator[str]:
         return
     from ._redis_server import RedisServer
 
-    with RedisServer() as server:
+    with RedisServer(appendonly=True) as server:
         print(f"started a throwaway redis-server on {server.url} (set REDIS_URL to use yours)")
         yield server.url
 

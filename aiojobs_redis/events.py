@@ -58,19 +58,30 @@ async def iterate(
 class ResultListener:
     """One XREAD loop per queue that wakes everyone waiting for a job to finish.
 
-    Waiters register *before* they read the job's state, and the loop reads from
-    an id taken before any waiter registered, so no completion falls in between.
-    A slow re-check of the waiters' states covers events trimmed from the stream
-    before they were read and outages of the blocking connection.
+    Waiters register *before* the job's state is read, and the loop reads from an
+    id taken before any waiter registered, so no completion falls in between.
+    Reads are batched: the states of all newly registered jobs, and the records of
+    all jobs whose final event arrived, are fetched in one pipeline per batch, so
+    thousands of waiters cost a handful of round trips and one connection. A slow
+    re-check of every waiter covers events trimmed from the stream before they were
+    read and outages of the blocking connection.
     """
 
     def __init__(
-        self, client: AnyRedis, key: str, check: Callable[[list[str]], Awaitable[set[str]]]
+        self,
+        client: AnyRedis,
+        key: str,
+        read: Callable[[list[str]], Awaitable[list[Any]]],
+        finished: Callable[[Any], bool],
     ) -> None:
         self._client = client
         self._key = key
-        self._check = check  # job ids -> those that are finished (or gone)
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._read = read  # job ids -> their records (None: no such job), one round trip
+        self._finished = finished  # record -> is it final?
+        self._waiters: dict[str, tuple[asyncio.Future[Any], int]] = {}
+        self._to_check: set[str] = set()
+        self._checking = False
+        self._checker: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
 
@@ -81,22 +92,65 @@ class ResultListener:
         assert self._ready is not None
         await asyncio.shield(self._ready)
 
-    def register(self, job_id: str) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, set()).add(fut)
-        return fut
+    async def wait(self, job_id: str, timeout: float | None) -> Any:
+        """The job's final record (None when the job does not exist); TimeoutError."""
+        entry = self._waiters.get(job_id)
+        if entry is None:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiters[job_id] = (fut, 1)
+            self._check(job_id)
+        else:
+            fut = entry[0]
+            self._waiters[job_id] = (fut, entry[1] + 1)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            entry = self._waiters.get(job_id)
+            if entry is not None and entry[0] is fut:
+                if entry[1] <= 1:
+                    del self._waiters[job_id]
+                else:
+                    self._waiters[job_id] = (fut, entry[1] - 1)
 
-    def unregister(self, job_id: str, fut: asyncio.Future[None]) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters is not None:
-            waiters.discard(fut)
-            if not waiters:
-                del self._waiters[job_id]
+    def _check(self, job_id: str) -> None:
+        self._to_check.add(job_id)
+        if not self._checking:
+            self._checking = True
+            asyncio.get_running_loop().call_soon(self._spawn_check)
 
-    def _wake(self, job_id: str) -> None:
-        for fut in self._waiters.pop(job_id, ()):
-            if not fut.done():
-                fut.set_result(None)
+    def _spawn_check(self) -> None:
+        self._checker = asyncio.create_task(self._check_batch())
+
+    async def _check_batch(self) -> None:
+        try:
+            while self._to_check:
+                ids = [i for i in self._to_check if i in self._waiters]
+                self._to_check.clear()
+                if not ids:
+                    break
+                try:
+                    records = await self._read(ids)
+                except Exception as e:
+                    for job_id in ids:
+                        self._fail(job_id, e)
+                    continue
+                for job_id, record in zip(ids, records, strict=True):
+                    if record is None or self._finished(record):
+                        self._resolve(job_id, record)
+        finally:
+            self._checking = False
+            if self._to_check:
+                self._check(next(iter(self._to_check)))
+
+    def _resolve(self, job_id: str, record: Any) -> None:
+        entry = self._waiters.pop(job_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(record)
+
+    def _fail(self, job_id: str, error: BaseException) -> None:
+        entry = self._waiters.pop(job_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(error)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -104,7 +158,7 @@ class ResultListener:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         for job_id in list(self._waiters):
-            self._wake(job_id)
+            self._fail(job_id, asyncio.CancelledError())
 
     async def _run(self) -> None:
         assert self._ready is not None
@@ -125,13 +179,14 @@ class ResultListener:
                     for entry_id, fields in entries:
                         last = entry_id
                         if fields.get(b"e") in FINAL_EVENTS:
-                            self._wake(fields[b"id"].decode())
+                            job_id = fields[b"id"].decode()
+                            if job_id in self._waiters:
+                                self._check(job_id)
                 if outage or loop.time() >= next_check:
                     outage = False
                     next_check = loop.time() + _RECHECK_S
-                    if self._waiters:
-                        for job_id in await self._check(list(self._waiters)):
-                            self._wake(job_id)
+                    for job_id in list(self._waiters):
+                        self._check(job_id)
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
                 if not outage:
                     log.warning("result listener lost Redis (%s); retrying", e)

@@ -235,38 +235,40 @@ class Queue:
 
     async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None:
         """Wait until the job is completed or failed; None on timeout."""
+        if timeout is not None and timeout <= 0:  # just look
+            now = await self.job_info(job_id)
+            if now is None:
+                raise JobNotFound(job_id, "result", "no such job (removed, or expired)")
+            return now if now.state in FINISHED else None
         if self._listener is None:
-            self._listener = ResultListener(self.blocking_client(), self.keys.events,
-                                            self._finished_among)
+            self._listener = ResultListener(
+                self.blocking_client(), self.keys.events, self._job_infos,
+                lambda info: info.state in FINISHED,
+            )
         listener = self._listener
-        async with asyncio.timeout(timeout):
-            with wrap_redis_errors(f"wait for job {job_id!r}"):
-                await listener.start()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            fut = listener.register(job_id)
-            try:
-                info = await self.job_info(job_id)
-                if info is None:
-                    raise JobNotFound(job_id, "result", "no such job (removed, or expired)")
-                if info.state in FINISHED:
-                    return info
-                remaining = None if deadline is None else deadline - loop.time()
-                try:
-                    await asyncio.wait_for(asyncio.shield(fut), remaining)
-                except TimeoutError:
-                    return None
-            finally:
-                listener.unregister(job_id, fut)
+        try:
+            async with asyncio.timeout(timeout):
+                with wrap_redis_errors(f"wait for job {job_id!r}"):
+                    await listener.start()
+            remaining = None if deadline is None else max(deadline - loop.time(), 0)
+            with wrap_redis_errors(f"wait for job {job_id!r}"):
+                info: JobInfo | None = await listener.wait(job_id, remaining)
+        except TimeoutError:
+            return None
+        if info is None:
+            raise JobNotFound(job_id, "result", "no such job (removed, or expired)")
+        return info
 
-    async def _finished_among(self, job_ids: list[str]) -> set[str]:
+    async def _job_infos(self, job_ids: list[str]) -> list[JobInfo | None]:
+        """Records of many jobs in one round trip (None for a missing job)."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "state")
-        states = await pipe.execute()
-        return {j for j, s in zip(job_ids, states, strict=True)
-                if s is None or s in (b"completed", b"failed")}
+            pipe.hmget(self.keys.job(job_id), INFO_FIELDS)
+        rows = await pipe.execute()
+        return [None if row[2] is None else JobInfo.from_fields(self.name, job_id, row)
+                for job_id, row in zip(job_ids, rows, strict=True)]
 
     def events(self, since: str = "$") -> AsyncIterator[Event]:
         """Iterate over the queue's events from ``since`` ("$": new ones; "0": all kept)."""

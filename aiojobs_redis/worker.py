@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .connection import check_server
 from .context import WorkerContext
 from .errors import ConfigurationError
 from .execution import Executor
@@ -30,6 +31,7 @@ from .leases import LeaseKeeper, ReconnectBackoff
 from .maintenance import Maintenance
 from .queue import Queue
 from .task import Task, TaskRegistry
+from .watchdog import LoopWatchdog
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -103,6 +105,7 @@ class Worker:
         self.processed = 0
         self.failed = 0
         self.lanes: list[Lane] = []
+        self.watchdog: LoopWatchdog | None = None
         self._free = concurrency
         self._stop_requested: asyncio.Event | None = None
         self._immediate = False
@@ -129,6 +132,14 @@ class Worker:
 
     def running_count(self) -> int:
         return sum(len(lane.running) for lane in self.lanes)
+
+    def _describe_running(self) -> str:
+        jobs = [f"{r.job.task}:{r.job.id}" for lane in list(self.lanes)
+                for r in list(lane.running.values())]
+        if not jobs:
+            return "no job"
+        more = f" and {len(jobs) - 5} more" if len(jobs) > 5 else ""
+        return ", ".join(jobs[:5]) + more
 
     def count_outcome(self, ok: bool) -> None:
         if ok:
@@ -157,8 +168,10 @@ class Worker:
             self.lanes = [Lane(self, q, burst=burst) for q in self.queues]
             leases = LeaseKeeper(self)
             await leases.heartbeat()
+            self.watchdog = LoopWatchdog(self._describe_running)
             background = [asyncio.create_task(leases.run(), name="ajr-leases"),
-                          asyncio.create_task(Maintenance(self).run(), name="ajr-maintenance")]
+                          asyncio.create_task(Maintenance(self).run(), name="ajr-maintenance"),
+                          asyncio.create_task(self.watchdog.run(), name="ajr-watchdog")]
             if self.schedules:
                 from .schedules import ScheduleKeeper
 
@@ -261,7 +274,8 @@ class Worker:
         while True:
             try:
                 for q in self.queues:
-                    await q.client.ping()
+                    for warning in await check_server(q.client):
+                        log.warning("queue %s: %s", q.name, warning)
                 return
             except (RedisError, OSError) as e:
                 if not logged:
