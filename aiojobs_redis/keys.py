@@ -46,6 +46,15 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
 }
 
 
+def keys_markdown() -> str:
+    """The key table of docs/keys.md (a test keeps the page in step with this)."""
+    lines = ["| key (after `ajr:{<queue>}:`) | type | written by | bounded by |",
+             "|---|---|---|---|"]
+    for name, (kind, writer, bound) in KEY_TABLE.items():
+        lines.append(f"| `{name}` | {kind} | {writer} | {bound} |")
+    return "\n".join(lines) + "\n"
+
+
 def validate_queue_name(name: str) -> str:
     """Return ``name`` if it can be used as a queue name, else raise."""
     if not isinstance(name, str) or not _QUEUE_NAME.match(name):

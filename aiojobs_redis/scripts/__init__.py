@@ -8,6 +8,7 @@ script's keys and arguments in header order; a test keeps the two in step.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -172,6 +173,21 @@ class Batch:
             elif isinstance(result, BaseException):
                 raise result
         return results
+
+
+def scripts_markdown() -> str:
+    """The script table of docs/keys.md: each transition, its keys and arguments."""
+    lines = ["| script | transition | KEYS | ARGV |", "|---|---|---|---|"]
+    for spec in SPECS:
+        source = SCRIPTS[spec.name].source
+        head = source.split("--[[ ", 1)[1].split(": ", 1)[1]
+        head = re.split(r"\n\s*(?:KEYS|ARGV)\[", head, maxsplit=1)[0]
+        summary = " ".join(head.split()).split(". ")[0].rstrip(".").replace("|", "\\|")
+        argv = ", ".join(spec.argv) + (f", then groups of ({', '.join(spec.group)})"
+                                       if spec.group else "")
+        lines.append(f"| [`{spec.name}`](../aiojobs_redis/scripts/{spec.name}.lua) | {summary} |"
+                     f" {', '.join(spec.keys)} | {argv} |")
+    return "\n".join(lines) + "\n"
 
 
 def _load_all() -> dict[str, Script]:
