@@ -80,7 +80,7 @@ class Lane:
                     self._waker = None
                     self.idle = False
                 if not self.idle:
-                    want = worker.reserve(_MAX_FETCH)
+                    want = worker.reserve(self, _MAX_FETCH)
             if want == 0 and not self.outcomes:
                 if worker.stopping and not self.running:
                     break

@@ -338,9 +338,16 @@ class Queue:
         return await self._loop_script("drain_queue", [])
 
     async def obliterate(self, *, force: bool = False) -> int:
-        """Delete the whole queue: jobs of every state, events, settings. Refused while
-        jobs are active unless ``force``. Returns the number of jobs deleted."""
-        return await self._loop_script("obliterate_queue", ["1" if force else "0"])
+        """Delete the whole queue: jobs of every state, events, settings, schedules,
+        metrics, worker records. Refused while jobs are active unless ``force``.
+        Returns the number of jobs deleted."""
+        deleted = await self._loop_script("obliterate_queue", ["1" if force else "0"])
+        with wrap_redis_errors(f"obliterate {self.name!r}"):  # what is left: a few keys
+            rest = [k async for k in self.client.scan_iter(match=self.keys.base + "*",
+                                                            count=1000)]
+            for start in range(0, len(rest), 500):
+                await self.client.delete(*rest[start:start + 500])
+        return deleted
 
     async def _loop_script(self, name: str, extra: list[Any]) -> int:
         script = SCRIPTS[name]

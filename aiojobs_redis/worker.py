@@ -116,8 +116,15 @@ class Worker:
 
     # ------------------------------------------------------------- slots
 
-    def reserve(self, n: int) -> int:
-        k = min(n, self._free)
+    def reserve(self, lane: Lane, n: int) -> int:
+        """Take up to ``n`` free slots for ``lane``. While other queues have work, a lane
+        holds at most its fair share of the concurrency, so no queue starves another."""
+        limit = self._free
+        if len(self.lanes) > 1:
+            busy = sum(1 for other in self.lanes if other is lane or not other.idle)
+            share = -(-self.concurrency // busy)
+            limit = min(limit, max(share - len(lane.running), 0))
+        k = min(n, limit)
         self._free -= k
         return k
 

@@ -270,6 +270,7 @@ async def test_retention_bounds_finished_jobs(client: Any, queue_name: str) -> N
         assert len(keys) == 13
     finally:
         await q.obliterate(force=True)
+        await q.close()
 
 
 async def _finished(q: Queue, n: int) -> bool:
@@ -298,6 +299,7 @@ async def test_retention_age_and_zero_count(client: Any, queue_name: str) -> Non
             assert await q.job_info(old.id) is None, "older than the age: trimmed"
     finally:
         await q.obliterate(force=True)
+        await q.close()
 
 
 async def test_progress_and_context(queue: Queue) -> None:
@@ -390,7 +392,7 @@ async def test_several_queues_one_worker(client: Any, queue_name: str) -> None:
     finally:
         for q in (a, b):
             await q.obliterate(force=True)
-            await client.delete(q.keys.workers)
+            await q.close()
 
 
 async def test_burst_mode_runs_everything_including_retries(queue: Queue) -> None:
@@ -425,3 +427,33 @@ async def test_worker_misuse_is_loud(queue: Queue) -> None:
     await asyncio.wait_for(worker.run(burst=True), 10)
     with pytest.raises(ConfigurationError):
         await worker.run()
+
+
+async def test_a_busy_queue_does_not_starve_another(client: Any, queue_name: str) -> None:
+    gauge = {"a": 0, "b": 0, "peak_b": 0}
+    release = asyncio.Event()
+
+    @task(name="hold_a")
+    async def hold_a() -> None:
+        gauge["a"] += 1
+        await release.wait()
+
+    @task(name="hold_b")
+    async def hold_b() -> None:
+        gauge["b"] += 1
+        gauge["peak_b"] = max(gauge["peak_b"], gauge["b"])
+        await release.wait()
+
+    a = Queue(client, name=queue_name + "-a")
+    b = Queue(client, name=queue_name + "-b")
+    try:
+        await a.enqueue_many([hold_a.call() for _ in range(40)])
+        async with running(Worker([a, b], tasks=[hold_a, hold_b], concurrency=10)):
+            await wait_until(lambda: gauge["a"] == 10)
+            await b.enqueue_many([hold_b.call() for _ in range(40)])
+            release.set()  # a's jobs finish; b gets its share of the slots
+            await wait_until(lambda: gauge["peak_b"] >= 5)
+    finally:
+        for q in (a, b):
+            await q.obliterate(force=True)
+            await q.close()

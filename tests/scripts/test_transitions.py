@@ -183,3 +183,24 @@ async def test_drain_and_obliterate(squeue: Queue) -> None:
 
 def _call() -> TaskCall[Any]:
     return TaskCall.by_name("t")
+
+
+async def test_worker_end_to_end(squeue: Queue) -> None:
+    """A worker, results, retries and retry_failed on this server kind."""
+    from aiojobs_redis import FixedBackoff, Worker, current_job, task
+
+    @task(name="e2e", attempts=2, backoff=FixedBackoff(delay_s=0))
+    async def e2e(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        if current_job().attempt == 1 and x % 3 == 0:
+            raise RuntimeError("first attempt of a multiple of 3")
+        return x * 10
+
+    jobs = await squeue.enqueue_many([e2e.call(i) for i in range(30)])
+    bad = await squeue.enqueue(e2e, -1)
+    await asyncio.wait_for(Worker(squeue, tasks=[e2e], concurrency=8).run(burst=True), 30)
+    assert [await j.result(timeout=5) for j in jobs] == [i * 10 for i in range(30)]
+    assert (await bad.info()).state is JobState.FAILED
+    assert await squeue.retry_failed() == 1
+    assert (await bad.info()).state is JobState.WAITING
