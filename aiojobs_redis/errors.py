@@ -138,7 +138,7 @@ def wrap_redis_errors(operation: str) -> Iterator[None]:
     except (rx.ConnectionError, rx.TimeoutError) as e:
         raise RedisUnavailable(f"{operation}: Redis is unreachable: {e}") from e
     except rx.ResponseError as e:
-        if str(e).startswith("OOM"):
+        if isinstance(e, rx.OutOfMemoryError) or str(e).startswith("OOM"):
             raise RedisOutOfMemory(f"{operation}: Redis is out of memory: {e}") from e
         raise RedisError(f"{operation}: {e}") from e
     except rx.RedisError as e:

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ complete_jobs: active -> completed for a batch, fenced by each job's lease token.
   KEYS[1] active     ZSET    job id -> lease deadline (ms)
   KEYS[2] completed  ZSET    job id -> finished at (ms); trimmed here by count and age

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ drain_queue: waiting | delayed -> (nothing), up to ARGV[2] jobs per call; call again
   until it returns 0. Active, completed and failed jobs are left alone.
   KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ extend_leases: active -> active with a later lease deadline, for a batch, fenced by token.
   KEYS[1] active    ZSET    job id -> lease deadline (ms)
   ARGV[1] job_prefix   key prefix of job hashes

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ fail_jobs: active -> delayed | waiting (retry with backoff) or -> failed, for a batch,
   fenced by each job's lease token. A job is retried while attempts < max_attempts and its
   retry delay is not -1.

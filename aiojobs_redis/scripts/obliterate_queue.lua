@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ obliterate_queue: delete every job and key of the queue, up to ARGV[2] jobs per call;
   call again until it returns 0. Refused while jobs are active unless ARGV[3] is 1.
   KEYS[1] wait       ZSET

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ remove_job: waiting | delayed | completed | failed -> (nothing). An active job is refused:
   its worker owns it until it finishes or its lease runs out.
   KEYS[1] wait       ZSET    job id -> priority band * 2^40 + sequence

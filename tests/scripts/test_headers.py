@@ -15,8 +15,15 @@ _ARG_LINE = re.compile(r"^\s*ARGV\[(\d+)\]\s+(\w+)", re.M)
 _GROUP_LINE = re.compile(r"^\s*ARGV\[(\d+)\.\.\]\s+(?:groups of (\d+): (.+)|(job ids))", re.M)
 
 
+#: scripts that may run while Redis is out of memory (maxmemory with noeviction): they
+#: free memory (trimming, removal) or keep running work alive without growing it, so
+#: in-flight jobs can finish while new enqueues are refused
+ALLOW_OOM = {"complete_jobs", "fail_jobs", "extend_leases", "remove_job", "drain_queue",
+             "obliterate_queue"}
+
+
 def _header(source: str) -> str:
-    assert source.startswith("#!lua\n"), "a script starts with #!lua"
+    assert source.startswith(("#!lua\n", "#!lua flags=allow-oom\n")), "starts with #!lua"
     start = source.index("--[[")
     end = source.index("]]", start)
     return source[start:end]
@@ -40,6 +47,7 @@ def test_header_matches_spec(spec: ScriptSpec) -> None:
     source = SCRIPTS[spec.name].source
     header = _header(source)
     assert header.startswith(f"--[[ {spec.name}: "), "the header starts with the script's name"
+    assert source.startswith("#!lua flags=allow-oom\n") == (spec.name in ALLOW_OOM)
     keys = [(int(n), name) for n, name in _KEY_LINE.findall(header)]
     assert [n for n, _ in keys] == list(range(1, len(keys) + 1))
     assert tuple(name for _, name in keys) == spec.keys
