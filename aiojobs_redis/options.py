@@ -102,11 +102,18 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def merged_over(self, base: JobOptions) -> JobOptions:
         """These options, with every unset field taken from ``base``."""
+        if base == _EMPTY:  # the common case on the enqueue path: nothing to merge
+            return self
+        if self == _EMPTY:
+            return base
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
         for f, value in fields.items():
             if value is None:
                 fields[f] = getattr(base, f)
         return JobOptions(**fields)
+
+
+_EMPTY = JobOptions()
 
 
 def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:

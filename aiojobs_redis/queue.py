@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -43,9 +45,23 @@ _STATE_KEYS = {
 }
 
 
-def new_job_id() -> str:
-    """A random 96-bit id, made by the producer so that a retried enqueue is idempotent."""
-    return secrets.token_urlsafe(12)
+class _JobIds:
+    """Job ids made by the producer, so that a retried enqueue is idempotent: a random
+    64-bit prefix per process (renewed in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_urlsafe(8)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+new_job_id = _JobIds()
 
 
 def check_job_id(job_id: str) -> str:

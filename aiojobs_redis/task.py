@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .backoff import BackoffFunction
@@ -21,7 +21,7 @@ class Task(Generic[P, R]):
     :meth:`Queue.enqueue_many`; :meth:`options` gives the same task with other defaults.
     """
 
-    __slots__ = ("backoff_fn", "defaults", "fn", "is_async", "name", "signature")
+    __slots__ = ("backoff_fn", "defaults", "fn", "good_shapes", "is_async", "name", "signature")
 
     def __init__(
         self,
@@ -39,6 +39,7 @@ class Task(Generic[P, R]):
         self.backoff_fn = backoff_fn
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self.good_shapes: set[Hashable] = set()
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.fn(*args, **kwargs)
@@ -56,11 +57,20 @@ class Task(Generic[P, R]):
         return Task(self.fn, name=self.name, defaults=changed, backoff_fn=self.backoff_fn)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError at once when the arguments do not fit the function."""
+        """Raise TypeError at once when the arguments do not fit the function.
+
+        Whether arguments bind depends only on how many are positional and which
+        names are given, so shapes that bound once are remembered.
+        """
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        if shape in self.good_shapes:
+            return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError(f"task {self.name!r}: {e}") from None
+        if len(self.good_shapes) < 64:
+            self.good_shapes.add(shape)
 
 
 class TaskCall(Generic[R]):
