@@ -11,7 +11,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from .errors import ConfigurationError
 
@@ -107,11 +107,8 @@ def blocking_client(client: AnyRedis) -> Redis | RedisCluster:
     if isinstance(client, RedisCluster):
         return client  # cluster clients already keep a connection per node and command
     kwargs = dict(client.connection_pool.connection_kwargs)
-    kwargs.pop("retry", None)
     kwargs["socket_timeout"] = None  # the blocking command carries its own timeout
     pool = client.connection_pool.__class__(
         connection_class=client.connection_pool.connection_class, max_connections=8, **kwargs
     )
-    blocking = Redis.from_pool(pool)  # closing it closes the pool
-    blocking.retry = retry_policy()  # type: ignore[attr-defined]
-    return blocking
+    return Redis.from_pool(pool)  # closing it closes the pool
