@@ -6,6 +6,15 @@ tokens; finished jobs, events and metrics are bounded by default.
 
 import logging
 
+from .alerts import (
+    Alert,
+    AlertMonitor,
+    BacklogRule,
+    FailedJobsRule,
+    NoWorkerRule,
+    OldestJobRule,
+    Webhook,
+)
 from .backoff import BackoffFunction, retry_delay_s
 from .context import JobContext, WorkerContext, current_job
 from .errors import (
@@ -48,6 +57,9 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AiojobsRedisError",
+    "Alert",
+    "AlertMonitor",
+    "BacklogRule",
     "Backoff",
     "BackoffFunction",
     "CatchUp",
@@ -56,6 +68,7 @@ __all__ = (
     "EnqueueError",
     "Event",
     "ExponentialBackoff",
+    "FailedJobsRule",
     "FixedBackoff",
     "InvalidJobId",
     "InvalidQueueName",
@@ -69,6 +82,8 @@ __all__ = (
     "JobState",
     "JobStateError",
     "LeaseLost",
+    "NoWorkerRule",
+    "OldestJobRule",
     "Queue",
     "RedisError",
     "RedisOutOfMemory",
@@ -83,6 +98,7 @@ __all__ = (
     "TaskCall",
     "TaskNotFound",
     "Upserted",
+    "Webhook",
     "Worker",
     "WorkerContext",
     "WorkerInfo",

@@ -12,6 +12,7 @@
     │   ├── JobStateError        the job is not in a state that allows the operation
     │   ├── LeaseLost            the lease token no longer matches (fencing)
     │   └── JobFailed            the job ended in failed; carries the remote traceback text
+    ├── ScheduleNotFound (also LookupError)
     ├── ResultTimeout (also TimeoutError)
     └── RedisError
         ├── RedisUnavailable     connection refused, reset, timed out
@@ -89,6 +90,15 @@ class JobFailed(JobError):
         super().__init__(job_id, "result", f"failed: {error}")
         self.error = error
         self.traceback = traceback
+
+
+class ScheduleNotFound(AiojobsRedisError, LookupError):
+    """No schedule of that name exists on the queue."""
+
+    def __init__(self, name: str, queue: str) -> None:
+        super().__init__(f"queue {queue!r} has no schedule named {name!r}")
+        self.name = name
+        self.queue = queue
 
 
 class ResultTimeout(AiojobsRedisError, TimeoutError):

@@ -178,6 +178,12 @@ class Schedule:
             ) from None
         if not 1 <= catch_up_cap <= MAX_CATCH_UP:
             raise ConfigurationError(f"schedule {name!r}: catch_up_cap must be 1..{MAX_CATCH_UP}")
+        jitter = _millis(f"schedule {name!r}: jitter_s", jitter_s, 0)
+        if every_ms is not None and jitter >= every_ms:
+            raise ConfigurationError(
+                f"schedule {name!r}: jitter_s must be shorter than every_s (a tick's job must"
+                " not be due after the next tick)"
+            )
         stored = JobOptions(backoff=opts.backoff, timeout_s=opts.timeout_s,
                             retention=opts.retention)
         definition = ScheduleDef(
@@ -186,7 +192,7 @@ class Schedule:
             opts=codec.encode_options(stored),
             priority=opts.priority or 0, max_attempts=opts.attempts or 1,
             cron=cron, every_ms=every_ms, tz=tz, start_ms=start_ms, end_ms=end_ms,
-            max_runs=max_runs, jitter_ms=_millis(f"schedule {name!r}: jitter_s", jitter_s, 0),
+            max_runs=max_runs, jitter_ms=jitter,
             catch_up=mode, catch_up_cap=catch_up_cap,
             grace_ms=_millis(f"schedule {name!r}: grace_s", grace_s, 0.001),
         )

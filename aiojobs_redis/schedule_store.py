@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from .errors import AiojobsRedisError, ConfigurationError, wrap_redis_errors
+from . import codec
+from .errors import ConfigurationError, ScheduleNotFound, wrap_redis_errors
 from .job import Job, JobState
+from .options import JobOptions
 from .schedule_spec import CatchUp, Schedule, ScheduleDef, first_tick, plan, tick_job_id
 from .scripts import SCRIPTS
+from .task import TaskCall
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -31,15 +34,6 @@ log = logging.getLogger("aiojobs_redis.schedules")
 _DUE_LIMIT: Final = 100
 _CACHE_MAX: Final = 1000
 _UPSERT_TRIES: Final = 8
-
-
-class ScheduleNotFound(AiojobsRedisError, LookupError):
-    """No schedule of that name exists on the queue."""
-
-    def __init__(self, name: str, queue: str) -> None:
-        super().__init__(f"queue {queue!r} has no schedule named {name!r}")
-        self.name = name
-        self.queue = queue
 
 
 class Upserted(enum.StrEnum):
@@ -163,14 +157,13 @@ class Schedules:
         d = await self._definition(name)
         if d is None:
             raise ScheduleNotFound(name, self.queue.name)
-        job_id = f"sched:{name}:now:{secrets.token_hex(6)}"
-        k = self.queue.keys
-        script = SCRIPTS["add_jobs"]
-        with wrap_redis_errors(f"run schedule {name!r} now"):
-            await script(self.queue.client, script.keys_of(k),
-                         [k.job_prefix, self.queue.events_maxlen, job_id, d.task, d.payload,
-                          d.opts, d.priority, d.max_attempts, -1, -1])
-        return Job(self.queue, job_id)
+        args, kwargs = codec.decode_args(d.payload)
+        stored = codec.decode_options(d.opts)
+        options = JobOptions(job_id=f"sched:{name}:now:{secrets.token_hex(6)}",
+                             priority=d.priority, attempts=d.max_attempts,
+                             backoff=stored.backoff, timeout_s=stored.timeout_s,
+                             retention=stored.retention)
+        return (await self.queue.enqueue_many([TaskCall(d.task, tuple(args), kwargs, options)]))[0]
 
     # ----------------------------------------------------------------- reading
 

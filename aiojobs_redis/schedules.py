@@ -18,9 +18,9 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ScheduleNotFound
 from .schedule_spec import CatchUp, Schedule, ScheduleDef, next_fire, prev_fire, tick_job_id
-from .schedule_store import ScheduleInfo, ScheduleNotFound, Schedules, Upserted
+from .schedule_store import ScheduleInfo, Schedules, Upserted
 from .sentinel import QueueSentinel
 
 if TYPE_CHECKING:

@@ -43,6 +43,7 @@ class LoopWatchdog:
                 await asyncio.sleep(self.interval_s)
         finally:
             self._stop.set()
+            self._thread.join(timeout=1.0)  # let it report an episode that just ended
 
     def _watch(self) -> None:
         blocked_since: float | None = None
@@ -60,6 +61,11 @@ class LoopWatchdog:
                           " blocking (use a sync task for blocking code); leases cannot be"
                           " renewed while this lasts", silent, running)
             elif silent <= self.threshold_s and blocked_since is not None:
-                log.error("event loop was blocked for %.1f s in total while running %s",
-                          self._last_beat - blocked_since, running)
+                self._ended(blocked_since, running)
                 blocked_since = None
+        if blocked_since is not None and self._last_beat > blocked_since:
+            self._ended(blocked_since, running)
+
+    def _ended(self, blocked_since: float, running: str) -> None:
+        log.error("event loop was blocked for %.1f s in total while running %s",
+                  self._last_beat - blocked_since, running)

@@ -30,6 +30,7 @@ from .lane import Lane
 from .leases import LeaseKeeper, ReconnectBackoff
 from .maintenance import Maintenance
 from .queue import Queue
+from .schedules import Schedule, ScheduleKeeper
 from .task import Task, TaskRegistry
 from .watchdog import LoopWatchdog
 
@@ -69,7 +70,8 @@ class Worker:
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         handle_signals: bool = True,
-        schedules: Sequence[Any] = (),
+        schedules: Sequence[Schedule] = (),
+        schedule_verify_s: float = 5.0,
     ) -> None:
         self.queues: tuple[Queue, ...] = (queues,) if isinstance(queues, Queue) else tuple(queues)
         if not self.queues or not all(isinstance(q, Queue) for q in self.queues):
@@ -95,10 +97,13 @@ class Worker:
         self.on_startup = tuple(on_startup)
         self.on_shutdown = tuple(on_shutdown)
         self.handle_signals = handle_signals
-        self.schedules = tuple(schedules)  # aiojobs_redis.schedules.Schedule
+        self.schedules = tuple(schedules)
+        self.schedule_verify_s = schedule_verify_s
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.context = WorkerContext(self.id, self.queues)
         self.executor = Executor(self.registry, self.context, concurrency)
+        # every worker fires due ticks of every schedule of its queues, declared here or not
+        self.schedule_keeper = ScheduleKeeper(self, self.schedules)
         self.backoff = ReconnectBackoff()
         self.state = WorkerState.CREATED
         self.stopping = False
@@ -179,12 +184,9 @@ class Worker:
             background = [asyncio.create_task(leases.run(), name="ajr-leases"),
                           asyncio.create_task(Maintenance(self).run(), name="ajr-maintenance"),
                           asyncio.create_task(self.watchdog.run(), name="ajr-watchdog")]
-            if self.schedules:
-                from .schedules import ScheduleKeeper
-
-                keeper = ScheduleKeeper(self, self.schedules)
-                await keeper.start()
-                background.append(asyncio.create_task(keeper.run(), name="ajr-schedules"))
+            await self.schedule_keeper.start()
+            background.append(asyncio.create_task(self.schedule_keeper.run(),
+                                                  name="ajr-schedules"))
             lane_tasks = [asyncio.create_task(lane.run(), name=f"ajr-lane:{lane.queue.name}")
                           for lane in self.lanes]
             self.state = WorkerState.RUNNING
@@ -200,9 +202,7 @@ class Worker:
                 await leases.deregister()
         finally:
             self.stopping = True
-            for t in (*background, *lane_tasks):
-                t.cancel()
-            await asyncio.gather(*background, *lane_tasks, return_exceptions=True)
+            await _cancel_all([*background, *lane_tasks])
             for lane in self.lanes:
                 await lane.stop_waker()
             for hook in self.on_shutdown:
@@ -291,6 +291,23 @@ class Worker:
                 if self._stop_requested is not None and self._stop_requested.is_set():
                     raise
                 await self.backoff.sleep()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait for them, cancelling again a task that swallowed its
+    cancellation (Python 3.11's asyncio.wait_for, used by redis-py, can lose one)."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(20):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for t in pending:
+        log.error("task %s would not stop; leaving it behind", t.get_name())
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.error("task %s had failed: %r", t.get_name(), t.exception())
 
 
 async def _call_hook(hook: Hook, ctx: WorkerContext) -> None:

@@ -45,7 +45,7 @@ async def test_blocked_event_loop_is_reported_with_the_job(
             job = await queue.enqueue(blocker, 1.5)
             await job.result(timeout=20)
     blocked = [r.getMessage() for r in caplog.records if "event loop blocked" in r.getMessage()]
-    assert len(blocked) == 1, "one line per blocked episode"
-    assert f"blocker:{job.id}" in blocked[0]
+    mine = [m for m in blocked if f"blocker:{job.id}" in m]
+    assert len(mine) == 1, f"one line per blocked episode: {blocked}"
     ended = [r.getMessage() for r in caplog.records if "was blocked for" in r.getMessage()]
     assert ended and float(ended[0].split("blocked for ")[1].split(" s")[0]) >= 1.0

@@ -50,7 +50,7 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
 
 
 async def state(queue: Queue, name: str) -> dict[str, bytes]:
-    raw: dict[bytes, bytes] = await queue.client.hgetall(queue.keys.sched_prefix + name)
+    raw: dict[Any, Any] = await queue.client.hgetall(queue.keys.sched_prefix + name)
     return {k.decode(): v for k, v in raw.items()}
 
 
@@ -63,8 +63,7 @@ async def tick_jobs(queue: Queue, name: str) -> list[int]:
 
 async def make_due(queue: Queue, name: str, tick: int) -> None:
     """Pretend no worker ran for a while: move the pending tick back to ``tick``."""
-    await queue.client.hset(queue.keys.sched_prefix + name,  # type: ignore[misc]
-                            mapping={"tick": tick, "due": tick})
+    await queue.client.hset(queue.keys.sched_prefix + name, mapping={"tick": tick, "due": tick})
     await queue.client.zadd(queue.keys.schedules, {name: tick})
 
 
@@ -276,7 +275,8 @@ async def test_worker_runs_declared_schedules(queue: Queue) -> None:
         ran.append(n)
 
     s = Schedule("fast", tick, every_s=0.05, args=(1,))
-    async with running(Worker(queue, tasks=[tick], schedules=[s], handle_signals=False)):
+    async with running(Worker(queue, tasks=[tick], schedules=[s], handle_signals=False,
+                              schedule_verify_s=0.2)):
         await wait_until(lambda: len(ran) >= 5, timeout=10)
     info = await queue.schedules.get("fast")
     assert info is not None and info.runs >= 5 and info.last_state is not None
@@ -298,9 +298,7 @@ async def test_any_worker_fires_schedules_a_producer_declared(queue: Queue) -> N
 
 async def test_schedules_come_back_after_flushall(
     queue: Queue, client: aioredis.Redis, caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("aiojobs_redis.schedules.DEFAULT_VERIFY_S", 0.2)
     ran: list[int] = []
 
     @task(name="tick")
@@ -309,7 +307,8 @@ async def test_schedules_come_back_after_flushall(
 
     s = Schedule("survivor", tick, every_s=0.05, args=(1,))
     caplog.set_level(logging.INFO, logger="aiojobs_redis")
-    async with running(Worker(queue, tasks=[tick], schedules=[s], handle_signals=False)):
+    async with running(Worker(queue, tasks=[tick], schedules=[s], handle_signals=False,
+                              schedule_verify_s=0.2)):
         await wait_until(lambda: len(ran) >= 2, timeout=10)
         await client.flushall()
         assert await client.exists(queue.keys.sched_prefix + "survivor") == 0
@@ -326,12 +325,12 @@ async def test_schedules_come_back_after_flushall(
 
 
 async def test_partial_deletions_are_repaired(
-    queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    queue: Queue, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("aiojobs_redis.schedules.DEFAULT_VERIFY_S", 0.1)
     s = Schedule("fragile", beat, every_s=3600)
     caplog.set_level(logging.WARNING, logger="aiojobs_redis")
-    worker = Worker(queue, tasks=[beat], schedules=[s], handle_signals=False)
+    worker = Worker(queue, tasks=[beat], schedules=[s], handle_signals=False,
+                    schedule_verify_s=0.1)
     async with running(worker):
         await wait_until(lambda: queue.client.exists(queue.keys.sched_prefix + "fragile"))
         await queue.client.zrem(queue.keys.schedules, "fragile")  # the index entry only
@@ -351,5 +350,18 @@ async def test_worker_refuses_a_schedule_for_a_queue_it_does_not_serve(queue: Qu
         await Worker(queue, tasks=[beat], schedules=[s], handle_signals=False).run()
 
 
-def _unused(*_: Any) -> None:  # keeps the Any import honest for mypy in older Pythons
-    return None
+async def test_tick_jobs_have_the_same_record_as_enqueued_jobs(queue: Queue) -> None:
+    """fire_schedule writes the job hash itself (atomically with the advance): it must
+    stay field for field what add_jobs writes."""
+    opts = JobOptions(attempts=2, priority=3)
+    await queue.schedules.upsert(Schedule("twin", beat, every_s=60, args=(4,), options=opts))
+    now = await redis_ms(queue)
+    tick = now - now % 60_000
+    await make_due(queue, "twin", tick)
+    await queue.schedules.advance()
+    enqueued = await queue.enqueue("beat", 4, options=JobOptions(attempts=2, priority=3))
+    raw_a: dict[Any, Any] = await queue.client.hgetall(queue.keys.job(tick_job_id("twin", tick)))
+    raw_b: dict[Any, Any] = await queue.client.hgetall(queue.keys.job(enqueued.id))
+    a = {k.decode(): v for k, v in raw_a.items() if k != b"created"}
+    b = {k.decode(): v for k, v in raw_b.items() if k != b"created"}
+    assert a == b

@@ -27,7 +27,8 @@ from aiojobs_redis.schedule_spec import (
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
-# 2024: spring forward on 31 March 02:00 CET -> 03:00 CEST; fall back 27 October 03:00 CEST -> 02:00 CET
+# 2024: spring forward on 31 March 02:00 CET -> 03:00 CEST;
+#       fall back on 27 October 03:00 CEST -> 02:00 CET
 
 
 @task(name="sync")
@@ -271,7 +272,7 @@ def test_definition_digest_is_stable_and_sensitive() -> None:
     c = Schedule("n", sync, cron="30 6 * * *", args=("crm",), options=opts)
     assert c.digest != a.digest and c.definition.max_attempts == 3
     with pytest.raises(AttributeError):
-        a.queue = "x"  # type: ignore[misc]
+        a.queue = "x"
 
 
 @pytest.mark.parametrize(
@@ -284,6 +285,7 @@ def test_definition_digest_is_stable_and_sensitive() -> None:
         ({"every_s": 0.001}, "every_s"),
         ({"every_s": 1, "tz": "Mars/Olympus"}, "time zone"),
         ({"every_s": 1, "jitter_s": -1}, "jitter_s"),
+        ({"every_s": 1, "jitter_s": 1}, "shorter than every_s"),
         ({"every_s": 1, "max_runs": 0}, "max_runs"),
         ({"every_s": 1, "catch_up": "sometimes"}, "catch_up"),
         ({"every_s": 1, "catch_up_cap": 0}, "catch_up_cap"),

@@ -112,6 +112,12 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         ("slots", "width"),
         ("index", "field", "increment"),
     ),
+    ScriptSpec(
+        "read_jobs",
+        ("wait", "delayed", "active", "completed", "failed"),
+        ("job_prefix", "state_index", "offset", "limit", "newest_first", "cap"),
+        ("field",),
+    ),
 )
 
 

@@ -48,7 +48,7 @@ if n > 0 then
       redis.call('HSET', key, 'task', ARGV[10], 'payload', ARGV[11], 'opts', ARGV[12],
         'priority', priority, 'max_attempts', ARGV[14], 'attempts', 0, 'stalls', 0,
         'state', 'waiting', 'created', now, 'due', -1)
-      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, id)
+      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i + 1, id)
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
     end
     last_job = id

@@ -45,9 +45,11 @@ async def test_sigkilled_worker_jobs_complete_elsewhere(
     twice = {job_id for job_id, n in runs.items() if n > 1}
     print(f"\n30 jobs, 1 worker SIGKILLed with {len(active_at_kill)} active: "
           f"{len(twice)} ran twice, all completed")
-    assert twice == active_at_kill, "exactly the jobs active in the killed worker ran again"
+    # a job taken by the killed worker may not have reached its handler yet: then it
+    # ran once, elsewhere; no job outside the killed worker's hands ran twice
+    assert twice <= active_at_kill, "only jobs active in the killed worker ran again"
     assert max(runs.values()) == 2
-    for job_id in twice:
+    for job_id in active_at_kill:
         info = await queue.job(job_id).info()
         assert info.stalls == 1 and info.state is JobState.COMPLETED
 
