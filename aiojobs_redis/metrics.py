@@ -70,49 +70,66 @@ def bucket_of(ms: float) -> int:
 
 
 class Increments:
-    """Counts to add to the current minute and the totals, gathered in Python."""
+    """Counts to add to the current minute and the totals, gathered in Python: a list
+    in :data:`LAYOUT` order (the worker fills it for every batch of outcomes)."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("values",)
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
+        self.values = [0] * WIDTH
 
     def __bool__(self) -> bool:
-        return any(self.counts.values())
+        return any(self.values)
+
+    @property
+    def counts(self) -> Counter[str]:
+        """The non-zero counts by name."""
+        return Counter({LAYOUT[i]: n for i, n in enumerate(self.values) if n})
 
     def add(self, name: str, n: int = 1) -> None:
         if name not in _INDEX:
             raise KeyError(f"unknown metrics counter {name!r}")
-        self.counts[name] += n
+        self.values[_INDEX[name]] += n
 
     def observe(self, kind: str, ms: float) -> None:
         """Count one duration (``kind``: "wait" or "run") in its bucket and in the sum."""
         ms = max(ms, 0.0)
-        self.counts[f"{kind}:{bucket_of(ms)}"] += 1
-        self.counts[f"{kind}_sum_ms"] += round(ms)
+        self.values[_INDEX[f"{kind}:0"] + bucket_of(ms)] += 1
+        self.values[_INDEX[f"{kind}_sum_ms"]] += round(ms)
 
     def argv(self) -> list[Any]:
         args: list[Any] = [MINUTE_SLOTS, WIDTH]
-        for name, n in self.counts.items():
+        for i, n in enumerate(self.values):
             if n:
-                args += (_INDEX[name] + 1, name, n)
+                args += (i + 1, LAYOUT[i], n)
         return args
+
+
+_COMPLETED, _FAILED, _RETRIED = _INDEX["completed"], _INDEX["failed"], _INDEX["retried"]
+_WAIT_SUM, _RUN_SUM = _INDEX["wait_sum_ms"], _INDEX["run_sum_ms"]
 
 
 def outcome_increments(outcomes: Iterable[Outcome]) -> Increments:
     """What a batch of outcomes adds. A failure is counted as a retry when fail_jobs will
-    retry it (attempts left and a retry delay), else as failed for good."""
+    retry it (attempts left and a retry delay), else as failed for good.
+    (On the worker's hot path: plain list arithmetic.)"""
     inc = Increments()
+    values = inc.values
+    bounds = BUCKETS_MS
     for o in outcomes:
         job = o.job
         if o.ok:
-            inc.add("completed")
+            values[_COMPLETED] += 1
         elif o.retry_delay_ms >= 0 and job.attempt < job.max_attempts:
-            inc.add("retried")
+            values[_RETRIED] += 1
         else:
-            inc.add("failed")
-        inc.observe("wait", job.wait_ms)
-        inc.observe("run", o.run_ms)
+            values[_FAILED] += 1
+        wait = job.wait_ms if job.wait_ms > 0 else 0
+        values[_WAIT0 + bisect.bisect_left(bounds, wait)] += 1
+        values[_WAIT_SUM] += wait
+        run = o.run_ms if o.run_ms > 0 else 0.0
+        values[_RUN0 + bisect.bisect_left(bounds, run)] += 1
+        values[_RUN_SUM] += round(run)
     return inc
 
 
@@ -238,11 +255,16 @@ async def read_window(client: AnyRedis, keys: QueueKeys, minutes: int = 60,
         if now_minute is None:
             now_minute = await redis_minute(client)
         wanted = list(range(now_minute - minutes + 1, now_minute + 1))
-        raw = await client.hmget(keys.metrics, [m % MINUTE_SLOTS for m in wanted])  # type: ignore[misc]
+        raw: Any = await client.hmget(keys.metrics, [m % MINUTE_SLOTS for m in wanted])
     total = [0] * WIDTH
     series: list[Minute] = []
     for m, value in zip(wanted, raw, strict=True):
-        counts = _parse_slot(value, m) or [0] * WIDTH
+        counts = _parse_slot(value, m)
+        if counts is None:
+            series.append(Minute(minute=m, completed=0, failed=0, retried=0, stalled=0,
+                                 wait_p50_ms=None, wait_p99_ms=None, run_p50_ms=None,
+                                 run_p99_ms=None))
+            continue
         for i, n in enumerate(counts):
             total[i] += n
         wait_b = counts[_WAIT0:_WAIT0 + _NB]
@@ -263,7 +285,7 @@ async def read_window(client: AnyRedis, keys: QueueKeys, minutes: int = 60,
 async def read_totals(client: AnyRedis, keys: QueueKeys) -> dict[str, int]:
     """The cumulative counters (every name of :data:`LAYOUT`, 0 when never written)."""
     with wrap_redis_errors(f"read metrics of queue {keys.queue!r}"):
-        raw = await client.hgetall(keys.metrics_total)  # type: ignore[misc]
+        raw: Any = await client.hgetall(keys.metrics_total)
     return _totals(raw)
 
 
@@ -306,7 +328,8 @@ async def snapshot(queue: Queue) -> Snapshot:
         now_ms = int(sec) * 1000 + int(micros) // 1000
         age: float | None = None
         if head:
-            created, due = await queue.client.hmget(k.job(head[0].decode()), ["created", "due"])  # type: ignore[misc]
+            fields: Any = await queue.client.hmget(k.job(head[0].decode()), ["created", "due"])
+            created, due = fields
             if created is not None:
                 since = max(int(created), int(due or -1))
                 age = max(now_ms - since, 0) / 1000

@@ -330,7 +330,7 @@ class Queue:
         with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
             total = await self.client.zcard(self.keys.failed)
         retried = 0
-        while retried < total:
+        for _ in range(total // 500 + 2):  # bounded: an id that cannot move stays put
             ids = await self.job_ids(JobState.FAILED, limit=500)
             if not ids:
                 break

@@ -18,7 +18,7 @@ class Settings:
     quick: bool = False
     json_path: Path = Path("benchmarks/results/latest.json")
     png_path: Path | None = None
-    window_s: float = 10.0  # a processing phase stops measuring after this long
+    window_s: float = 6.0  # phases are sized for this much work; cut off at 1.5x
     fill_max_s: float = 20.0  # a prefill stops after this long (the row shows n used)
     warmup: bool = True
     concurrency: int = 50

@@ -18,7 +18,8 @@ from .redis_server import RedisServer, Stats, delta
 
 Report = Callable[[str], None]
 READY_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 40.0
+DELAYED_WINDOWS = 2.0  # the delayed burst is sized for twice the window: it is the big one
 
 
 @dataclass
@@ -49,12 +50,22 @@ class LibRun:
             return None
         return {"process_noop_2w": base * 1.5, "retry_storm": base / 2}.get(phase, base)
 
-    def sized(self, phase: str, wanted: int) -> int:
-        """Jobs to prefill: ``wanted``, or what the library gets through in one window."""
+    def sized(self, phase: str, wanted: int, windows: float = 1.0) -> int:
+        """Jobs to prefill: ``wanted``, or what the library gets through in ``windows``."""
         rate = self.rate_for(phase)
         if rate is None:
             return wanted
-        return max(min(wanted, math.ceil(rate * self.settings.window_s)), 100)
+        return max(min(wanted, math.ceil(rate * self.settings.window_s * windows)), 100)
+
+
+class Unsupported(Exception):
+    """The library has no such feature."""
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return f"timed out ({e})" if str(e) else "timed out (worker did not stop)"
+    return str(e) or type(e).__name__
 
 
 @dataclass
@@ -67,7 +78,8 @@ class WorkerResult:
 
 async def _workers(run: LibRun, queue: str, concurrency: int, count: int, target: int,
                    report: Report, what: str, start_at: float | None = None,
-                   before_wait: Callable[[], Any] | None = None) -> WorkerResult:
+                   before_wait: Callable[[], Any] | None = None,
+                   windows: float = 1.0) -> WorkerResult:
     """Start ``count`` worker processes on ``queue``, wait until their handlers have
     finished ``target`` jobs (or the window is over), stop them, collect their reports."""
     s = run.settings
@@ -96,7 +108,7 @@ async def _workers(run: LibRun, queue: str, concurrency: int, count: int, target
         readers = [asyncio.create_task(follow(i, p)) for i, p in enumerate(procs)]
         try:
             begin = max(start_at or 0.0, result.t_ready)
-            deadline = begin + s.window_s * 1.5
+            deadline = begin + s.window_s * windows * 1.5
             last_shown = 0.0
             while sum(done) < target:
                 for r in readers:
@@ -147,6 +159,9 @@ def _from_workers(sample: Sample, res: WorkerResult, start: float | None = None)
     sample.cpu_us_per_job = cpu / res.done * 1e6 if res.done else None
     sample.extra["failed_attempts"] = sum(int(m.get("failed_attempts", 0)) for m in reps)
     sample.extra["stop_s"] = max((float(m.get("stop_s", 0.0)) for m in reps), default=0.0)
+    errors = [str(m["stop_error"]) for m in reps if m.get("stop_error")]
+    if errors:
+        sample.extra["stop_error"] = errors[0]
     if res.timed_out:
         sample.status = "partial"
 
@@ -187,7 +202,7 @@ class PhaseRunner:
         return answer
 
     async def phase(self, phase: Phase, warmup: bool = False) -> Sample:
-        run, s = self.run, self.run.settings
+        run = self.run
         sample = Sample(run.lib, phase.id, self.rep)
         queue = f"bench-{phase.id}-{self.rep}"
         run.server.reset()
@@ -198,7 +213,7 @@ class PhaseRunner:
         except Unsupported as e:
             sample.status = f"unsupported: {e}"
         except (AdapterError, TimeoutError, OSError) as e:
-            sample.status = f"error: {e}"[:300]
+            sample.status = f"error: {_describe(e)}"[:300]
             await self.close()  # a fresh producer for the next phase
         if sample.ok and sample.jobs_per_s > 0 and not warmup:
             run.rates[phase.id] = sample.jobs_per_s
@@ -294,7 +309,7 @@ class PhaseRunner:
 
     async def _delayed_burst(self, phase: Phase, queue: str, sample: Sample) -> None:
         run, s = self.run, self.run.settings
-        n = run.sized(phase.id, s.delayed_n)
+        n = run.sized(phase.id, s.delayed_n, windows=DELAYED_WINDOWS)
         # due at a whole second (saq's resolution) after the prefill's time bound
         fill_rate = run.rates.get("enqueue_bulk") or run.rates.get("fill")
         fill_s = min(n / fill_rate * 1.3 + 1.0 if fill_rate else s.fill_max_s, s.fill_max_s)
@@ -307,15 +322,12 @@ class PhaseRunner:
         sample.extra.update(prefilled=filled, prefill_s=time.perf_counter() - t, due_at=due_at)
         before = run.server.stats()
         res = await _workers(run, queue, s.concurrency, 1, filled, self.report,
-                             f"{run.label} · delayed_burst", start_at=due_at)
+                             f"{run.label} · delayed_burst", start_at=due_at,
+                             windows=DELAYED_WINDOWS)
         after = run.server.stats()
         _from_workers(sample, res, start=max(due_at, res.t_ready))
         _fill_measures(sample, before, after, sample.jobs)
         sample.extra["late_by_s"] = max(res.t_ready - due_at, 0.0)
-
-
-class Unsupported(Exception):
-    """The library has no such feature."""
 
 
 async def run_rep(run: LibRun, rep: int, phases: tuple[Phase, ...], report: Report,
@@ -348,7 +360,7 @@ async def warm_up(run: LibRun, report: Report) -> Sample:
         except Unsupported as e:
             sample.status = f"unsupported: {e}"
         except (AdapterError, TimeoutError, OSError) as e:
-            sample.status = f"error: {e}"[:300]
+            sample.status = f"error: {_describe(e)}"[:300]
         if sample.ok and sample.jobs_per_s > 0:
             run.rates["warmup"] = sample.jobs_per_s
         return sample

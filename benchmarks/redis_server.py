@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -127,6 +128,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def _jps(r: Row | None) -> float | None:
+    return r.jobs_per_s if r is not None else None
+
+
+def _cmds(r: Row | None) -> float | None:
+    return r.cmds_per_job if r is not None else None
+
+
 def targets(rows: list[Row]) -> list[Target]:
     out: list[Target] = []
 
@@ -149,22 +158,22 @@ def targets(rows: list[Row]) -> list[Target]:
     ours_p = _get(rows, OURS, "process_noop")
     node_p = _get(rows, "bullmq_node", "process_noop")
     check("processing vs BullMQ (Node)",
-          _ratio(ours_p and ours_p.jobs_per_s, node_p and node_p.jobs_per_s), 1.5,
+          _ratio(_jps(ours_p), _jps(node_p)), 1.5,
           "process_noop jobs/s, aiojobs_redis / BullMQ Node")
     py = [r for lib in PYTHON_PEERS if (r := _get(rows, lib, "process_noop")) is not None]
     best = max(py, key=lambda r: r.jobs_per_s) if py else None
     check("processing vs best Python peer",
-          _ratio(ours_p and ours_p.jobs_per_s, best and best.jobs_per_s), 4.0,
+          _ratio(_jps(ours_p), _jps(best)), 4.0,
           f"process_noop, best peer: {LABELS.get(best.lib, best.lib) if best else '-'}")
     ours_b = _get(rows, OURS, "enqueue_bulk")
     bull_b = _get(rows, "bullmq_node", "enqueue_bulk") or _get(rows, "bullmq_py", "enqueue_bulk")
     check("bulk enqueue vs BullMQ addBulk",
-          _ratio(ours_b and ours_b.jobs_per_s, bull_b and bull_b.jobs_per_s), 2.0,
+          _ratio(_jps(ours_b), _jps(bull_b)), 2.0,
           f"enqueue_bulk, vs {LABELS.get(bull_b.lib, '-') if bull_b else '-'}")
     ours_o = _get(rows, OURS, "enqueue_one")
     bull_o = _get(rows, "bullmq_node", "enqueue_one") or _get(rows, "bullmq_py", "enqueue_one")
     check("one-by-one enqueue vs BullMQ add",
-          _ratio(ours_o and ours_o.jobs_per_s, bull_o and bull_o.jobs_per_s), None,
+          _ratio(_jps(ours_o), _jps(bull_o)), None,
           f"enqueue_one, vs {LABELS.get(bull_o.lib, '-') if bull_o else '-'}")
     lat = _get(rows, OURS, "latency")
     check("idle latency p99", lat.p99_ms if lat else None, 2.0,
@@ -173,7 +182,7 @@ def targets(rows: list[Row]) -> list[Target]:
           1.5, "process_noop, total_reads_processed delta / jobs", lower_is_better=True,
           unit="")
     check("commands per job vs BullMQ (Node)",
-          _ratio(ours_p and ours_p.cmds_per_job, node_p and node_p.cmds_per_job), None,
+          _ratio(_cmds(ours_p), _cmds(node_p)), None,
           "process_noop commands/job, aiojobs_redis / BullMQ Node (lower is fewer)")
     return out
 
@@ -225,10 +234,9 @@ def write_json(path: Path, settings: Settings, machine: dict[str, Any],
 def write_png(path: Path, rows: list[Row], title: str) -> bool:
     """A bar chart of jobs/s per phase; False when matplotlib is not importable."""
     try:
-        import matplotlib
-
+        matplotlib: Any = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         return False
     phases = [p for p in PHASES if any(r.phase == p.id and r.samples for r in rows)]
@@ -240,14 +248,16 @@ def write_png(path: Path, rows: list[Row], title: str) -> bool:
     fig, axes = plt.subplots(nrows, cols, figsize=(12, 2.8 * nrows), squeeze=False)
     for ax, phase in zip(axes.flat, phases, strict=False):
         values = []
+        latency = phase.id == "latency"
         for lib in libs:
             r = next((x for x in rows if x.lib == lib and x.phase == phase.id), None)
-            values.append(r.jobs_per_s if r and r.samples else 0.0)
+            value = (r.p99_ms if latency else r.jobs_per_s) if r and r.samples else None
+            values.append(value or 0.0)
         colors = ["#d62728" if lib == OURS else "#7f7f7f" for lib in libs]
         ax.barh([LABELS.get(lib, lib) for lib in libs], values, color=colors)
         ax.invert_yaxis()
         ax.set_title(PHASE_BY_ID[phase.id].title, fontsize=9)
-        ax.set_xlabel("jobs/s", fontsize=8)
+        ax.set_xlabel("p99 ms (lower is better)" if latency else "jobs/s", fontsize=8)
         ax.tick_params(labelsize=8)
         for y, v in enumerate(values):
             if v > 0:

@@ -35,7 +35,7 @@ for i, job in ipairs(jobs) do
     if due > 0 then state = 'delayed' end
     redis.call('HSET', key, 'task', job[2], 'payload', job[3], 'opts', job[4],
       'priority', priority, 'max_attempts', job[6], 'attempts', 0, 'stalls', 0,
-      'state', state, 'created', now, 'due', due)
+      'state', state, 'created', now, 'due', due, 'ready', math.max(due, now))
     if due > 0 then
       redis.call('ZADD', KEYS[2], due, id)
     else

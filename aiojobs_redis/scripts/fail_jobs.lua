@@ -45,12 +45,12 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
       retried_any = true
       if delay > 0 then
         redis.call('HSET', key, 'state', 'delayed', 'error', o[3],
-          'traceback', o[4], 'due', now + delay)
+          'traceback', o[4], 'due', now + delay, 'ready', now + delay)
         redis.call('ZADD', KEYS[3], now + delay, id)
       else
         local seq = redis.call('INCR', KEYS[7])
         redis.call('HSET', key, 'state', 'waiting', 'error', o[3],
-          'traceback', o[4])
+          'traceback', o[4], 'ready', now)
         redis.call('ZADD', KEYS[2], (1000 - tonumber(job[5])) * BAND + seq, id)
       end
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'retrying', 'id', id,

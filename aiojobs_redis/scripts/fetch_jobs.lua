@@ -18,7 +18,7 @@
   Time:    redis.call('TIME')
   Returns: { ms until the next delayed job is due (-1: none), then groups of 8:
              id, token, task, payload, options, attempt (1-based), max_attempts,
-             ms the job waited since it became runnable } ]]
+             ms the job waited since it became runnable (its 'ready' time) } ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -47,7 +47,7 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
     local id = popped[i]
     local key = prefix .. id
     local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts', 'max_attempts',
-      'created', 'due')
+      'ready')
     if job[1] then
       local token = ARGV[6] .. ':' .. i
       local attempt = tonumber(job[4]) + 1
@@ -59,7 +59,7 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
       local n = #out
       out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
       out[n + 5], out[n + 6], out[n + 7] = job[3], attempt, tonumber(job[5])
-      out[n + 8] = now - math.max(tonumber(job[6]), tonumber(job[7]))
+      out[n + 8] = math.max(now - (tonumber(job[6]) or now), 0)
     end
   end
   if #leases > 0 then redis.call('ZADD', KEYS[3], unpack(leases)) end

@@ -47,7 +47,7 @@ if n > 0 then
       -- the same record as add_jobs writes for a job that waits at once
       redis.call('HSET', key, 'task', ARGV[10], 'payload', ARGV[11], 'opts', ARGV[12],
         'priority', priority, 'max_attempts', ARGV[14], 'attempts', 0, 'stalls', 0,
-        'state', 'waiting', 'created', now, 'due', -1)
+        'state', 'waiting', 'created', now, 'due', -1, 'ready', now)
       redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i + 1, id)
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
     end

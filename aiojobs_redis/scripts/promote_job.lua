@@ -9,6 +9,7 @@
   ARGV[2] events_maxlen
   ARGV[3] id
   Derived: <job_prefix><id> HASH (same hash tag)
+  Time:    redis.call('TIME')
   Returns: 1 OK | -1 NO_JOB | -3 WRONG_STATE (not delayed) ]]
 local id = ARGV[3]
 local key = ARGV[1] .. id
@@ -16,7 +17,9 @@ local job = redis.call('HMGET', key, 'state', 'priority')
 if not job[1] then return -1 end
 if job[1] ~= 'delayed' then return -3 end
 local seq = redis.call('INCR', KEYS[5])
-redis.call('HSET', key, 'state', 'waiting')
+local t = redis.call('TIME')
+redis.call('HSET', key, 'state', 'waiting',
+  'ready', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZADD', KEYS[1], (1000 - tonumber(job[2])) * 1099511627776 + seq, id)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', 'promoted', 'id', id)

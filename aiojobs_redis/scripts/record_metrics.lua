@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ record_metrics: add a batch of counts to the current minute's slot of the metrics ring
   and to the cumulative totals. Never a key per job: two hashes of bounded size per queue.
   A slot holds "minute c1 c2 ... cN" (space-separated integers, trailing zeros dropped); a slot

@@ -41,7 +41,7 @@ for _, id in ipairs(ids) do
       requeued = requeued + 1
       local seq = redis.call('INCR', KEYS[6])
       redis.call('HSET', key, 'state', 'waiting', 'token', '', 'stalls', stalls,
-        'attempts', attempts)
+        'attempts', attempts, 'ready', now)
       redis.call('ZADD', KEYS[2], (1000 - tonumber(job[1])) * BAND + seq, id)
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'stalled', 'id', id)
     end

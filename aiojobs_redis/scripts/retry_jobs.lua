@@ -9,30 +9,36 @@
   ARGV[2] events_maxlen
   ARGV[3..] job ids
   Derived: <job_prefix><id> HASH for each job (same hash tag)
-  Returns: one status per job: 1 OK | -1 NO_JOB | -3 WRONG_STATE (not failed) ]]
+  Time:    redis.call('TIME')
+  Returns: one status per job: 1 OK | -1 NO_JOB (its id is dropped from failed)
+           | -3 WRONG_STATE (not failed) ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local BAND = 1099511627776 -- 2^40
 local out, done = {}, {}
+local requeued = false
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = prefix .. id
   local job = redis.call('HMGET', key, 'state', 'priority')
   if not job[1] then
     out[#out + 1] = -1
+    done[#done + 1] = id -- a dangling id (its record was deleted): drop it
   elseif job[1] ~= 'failed' then
     out[#out + 1] = -3
   else
     out[#out + 1] = 1
     done[#done + 1] = id
+    requeued = true
     local seq = redis.call('INCR', KEYS[5])
-    redis.call('HSET', key, 'state', 'waiting', 'attempts', 0, 'stalls', 0, 'token', '')
+    redis.call('HSET', key, 'state', 'waiting', 'attempts', 0, 'stalls', 0, 'token', '',
+      'ready', now)
     redis.call('HDEL', key, 'finished')
     redis.call('ZADD', KEYS[1], (1000 - tonumber(job[2])) * BAND + seq, id)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
   end
 end
-if #done > 0 then
-  redis.call('ZREM', KEYS[2], unpack(done))
-  redis.call('ZADD', KEYS[4], 0, 'w')
-end
+if #done > 0 then redis.call('ZREM', KEYS[2], unpack(done)) end
+if requeued then redis.call('ZADD', KEYS[4], 0, 'w') end
 return out

@@ -10,7 +10,10 @@
   ARGV[2] events_maxlen
   ARGV[3..] groups of 2: id, token
   Derived: <job_prefix><id> HASH for each job (same hash tag)
+  Time:    redis.call('TIME')
   Returns: one status per job: 1 OK | -1 NO_JOB | -2 LEASE_LOST ]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local BAND = 1099511627776 -- 2^40
 local out, done = {}, {}
@@ -25,7 +28,7 @@ for i = 3, #ARGV, 2 do
   else
     out[#out + 1] = 1
     done[#done + 1] = id
-    redis.call('HSET', key, 'state', 'waiting', 'token', '',
+    redis.call('HSET', key, 'state', 'waiting', 'token', '', 'ready', now,
       'attempts', math.max(tonumber(job[4]) - 1, 0))
     redis.call('ZADD', KEYS[2], (1000 - tonumber(job[3])) * BAND, id)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'returned', 'id', id)

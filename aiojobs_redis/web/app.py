@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from ..errors import (
 from ..job import JobInfo, JobState
 from ..queue import Queue, check_job_id
 from ..registry import live_workers
+from ..scripts import SCRIPTS
 from .openapi import openapi_document
 
 #: whether this version of the package has schedules (``queue.schedules``)
@@ -51,6 +53,8 @@ LIST_TEXT_CAP: Final = 300  # characters of an error message in a job list
 TRACEBACK_CAP: Final = 65_536
 _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
                        "started", "finished", "due", "error", "worker", "progress")
+_FIELD_CAP: Final = 1024  # bytes of each field read for a job list
+_STATE_INDEX: Final = {state: i for i, state in enumerate(JobState, start=1)}
 _MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 AuthCheck = Callable[[Request], Awaitable[bool] | bool]
@@ -81,8 +85,6 @@ def error_response(status: int, code: str, message: str,
 
 
 def _ms_iso(raw: bytes | None) -> str | None:
-    from datetime import UTC, datetime
-
     if raw is None or int(raw) <= 0:
         return None
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat(timespec="milliseconds")
@@ -202,24 +204,24 @@ class Api:
         finished = state in (JobState.COMPLETED, JobState.FAILED)
         order = request.query_params.get("order", "newest" if finished else "oldest")
         if order not in ("newest", "oldest"):
-            raise ApiError(400, "bad_parameter", f"order must be 'newest' or 'oldest', got {order!r}")
-        ids = await q.job_ids(state, offset=offset, limit=limit, newest_first=order == "newest")
-        pipe = q.client.pipeline(transaction=False)
-        pipe.zcard(getattr(q.keys, metrics.STATE_KEYS[state]))
-        for job_id in ids:
-            pipe.hmget(q.keys.job(job_id), _LIST_FIELDS)
+            raise ApiError(400, "bad_parameter",
+                           f"order must be 'newest' or 'oldest', got {order!r}")
+        script = SCRIPTS["read_jobs"]
         with wrap_redis_errors(f"list {state} jobs of {q.name!r}"):
-            replies = await pipe.execute()
+            reply: list[Any] = await script(q.client, script.keys_of(q.keys), [
+                q.keys.job_prefix, _STATE_INDEX[state], offset, limit,
+                1 if order == "newest" else 0, _FIELD_CAP, *_LIST_FIELDS])
+        width = 1 + len(_LIST_FIELDS)
         jobs = []
-        for job_id, row in zip(ids, replies[1:], strict=True):
-            f = dict(zip(_LIST_FIELDS, row, strict=True))
+        for i in range(1, len(reply), width):
+            f = dict(zip(_LIST_FIELDS, reply[i + 1:i + width], strict=True))
             if f["state"] is None:
-                continue  # removed between the two reads
+                continue  # its hash is gone (expired by retention in this instant)
             progress = None
             if f["progress"] is not None:
                 progress = capped(_decoded(f["progress"]), 200)["json"]
             jobs.append({
-                "id": job_id, "task": _text(f["task"]), "state": _text(f["state"]),
+                "id": reply[i].decode(), "task": _text(f["task"]), "state": _text(f["state"]),
                 "priority": int(f["priority"] or 0), "attempts": int(f["attempts"] or 0),
                 "max_attempts": int(f["max_attempts"] or 0),
                 "created_at": _ms_iso(f["created"]), "started_at": _ms_iso(f["started"]),
@@ -228,7 +230,7 @@ class Api:
                 "progress": progress,
             })
         return Json({"queue": q.name, "state": state, "order": order, "offset": offset,
-                     "limit": limit, "total": int(replies[0]), "jobs": jobs})
+                     "limit": limit, "total": int(reply[0]), "jobs": jobs})
 
     async def job(self, request: Request) -> Response:
         q = self.queue(request)
@@ -325,7 +327,7 @@ class Page:
             f" style-src '{_sha256(css)}'"
         )
 
-    async def __call__(self, request: Request) -> Response:
+    async def serve(self, request: Request) -> Response:
         return Response(self.body, media_type="text/html; charset=utf-8", headers={
             "Content-Security-Policy": self.csp, "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
@@ -416,7 +418,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = str(exc.detail)
-    if exc.status_code == 405:
+    if exc.status_code == 404:
+        message = f"nothing at {request.url.path} (see openapi.json)"
+    elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     return error_response(exc.status_code, code, message, exc.headers)
 
@@ -457,7 +461,7 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
     page = Page()
     base = "/api/queues/{queue}"
     routes = [
-        Route("/", page, methods=["GET"]),
+        Route("/", page.serve, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/metrics", api.prometheus, methods=["GET"]),
         Route("/api/queues", api.list_queues, methods=["GET"]),

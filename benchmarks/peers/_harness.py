@@ -28,14 +28,16 @@ import logging
 import os
 import resource
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 KINDS = ("noop", "sleep", "flaky", "stamp")
 FILL_IN_FLIGHT = 64  # concurrent one-by-one enqueues when a library has no bulk API
 PROGRESS_EVERY_S = 0.02
+STOP_TIMEOUT_S = 20.0
 
 
 class Unsupported(Exception):
@@ -192,7 +194,8 @@ async def _read_commands() -> asyncio.Queue[dict[str, Any] | None]:
                 loop.call_soon_threadsafe(q.put_nowait, json.loads(line))
         loop.call_soon_threadsafe(q.put_nowait, None)
 
-    loop.run_in_executor(None, reader)  # a thread: portable across event loops
+    # a daemon thread (portable across event loops) that never holds up the exit
+    threading.Thread(target=reader, name="stdin", daemon=True).start()
     return q
 
 
@@ -240,7 +243,12 @@ async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
             emit({"ev": "progress", "done": last})
         await asyncio.wait([stop_cmd], timeout=PROGRESS_EVERY_S)
     t = time.time()
-    await w.stop()
+    stop_error = None
+    try:
+        await asyncio.wait_for(w.stop(), STOP_TIMEOUT_S)
+    except BaseException as e:  # the counts stand; the row notes the failed stop
+        traceback.print_exc()
+        stop_error = f"{type(e).__name__}: {e}"[:200]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     emit({
         "ev": "stopped",
@@ -250,6 +258,7 @@ async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
         "last_end": C.last_end,
         "latencies": C.latencies,
         "stop_s": time.time() - t,
+        "stop_error": stop_error,
         "maxrss_kb": usage.ru_maxrss,
         "cpu_s": _cpu() - cpu0,  # from ready to stopped
     })
@@ -260,22 +269,27 @@ def run(make_producer: Callable[[], Producer], make_worker: Callable[[], WorkerR
     """Entry point of an adapter script."""
     logging.disable(logging.CRITICAL)  # the same for every library: no log I/O in the loop
     role, cfg = sys.argv[1], json.loads(sys.argv[2])
-    main: Awaitable[None]
+    main: Coroutine[Any, Any, None]
     if role == "producer":
         main = producer_main(make_producer(), cfg, version)
     elif role == "worker":
         main = worker_main(make_worker(), cfg)
     else:
         raise SystemExit(f"unknown role {role!r}")
+    code = 0
     try:
-        import uvloop  # every Python library runs on uvloop when its venv has it
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-    else:
-        uvloop.run(main)  # type: ignore[arg-type]
-    # stdin reader thread may still block on the pipe: do not wait for it
+        try:
+            import uvloop  # every Python library runs on uvloop when its venv has it
+        except ImportError:
+            asyncio.run(main)
+        else:
+            uvloop.run(main)
+    except BaseException:  # the runner reads the traceback from our stderr log
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
-    os._exit(0)
+    sys.stderr.flush()
+    os._exit(code)  # no waiting for library threads or connection finalizers
 
 
 async def gather_limited(coros: list[Callable[[], Awaitable[Any]]], limit: int) -> None:

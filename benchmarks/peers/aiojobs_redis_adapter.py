@@ -10,7 +10,7 @@ import _harness as h
 from _harness import C
 
 import aiojobs_redis as ajr
-from aiojobs_redis import FixedBackoff, JobOptions, Queue, Worker, current_job, task
+from aiojobs_redis import FixedBackoff, Queue, Worker, current_job, task
 
 
 @task(name="noop")

@@ -74,9 +74,9 @@ class Runner:
     async def stop(self) -> None:
         w = self.worker
         w.allow_pick_jobs = False
-        await asyncio.gather(*w.tasks.values(), return_exceptions=True)
-        self.task.cancel()
+        self.task.cancel()  # the poll loop first: it may be starting a batch of jobs
         await asyncio.gather(self.task, return_exceptions=True)
+        await asyncio.gather(*w.tasks.values(), return_exceptions=True)  # running jobs end
         await w.close()
 
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of aiojobs_redis and its peers: ``python -m benchmarks``."""
