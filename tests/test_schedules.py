@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from aiojobs_redis import (
 from aiojobs_redis.schedule_spec import jitter_ms, next_tick_ms, tick_job_id
 
 from .conftest import wait_until
+from .test_worker import running
 
 
 @task(name="beat")
@@ -37,16 +36,6 @@ async def beat(n: int = 0) -> int:
 @task(name="boom")
 async def boom() -> None:
     raise RuntimeError("kaputt")
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    runner = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(runner, 30)
 
 
 async def state(queue: Queue, name: str) -> dict[str, bytes]:

@@ -196,10 +196,19 @@ def scripts_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+_INCLUDE = re.compile(r"^--!include (\w+)$", re.M)
+
+
 def _load_all() -> dict[str, Script]:
+    """Read every script; a line ``--!include NAME`` is replaced by ``lib/NAME.lua``."""
     folder = resources.files(__package__)
+
+    def expand(match: re.Match[str]) -> str:
+        return folder.joinpath("lib", f"{match.group(1)}.lua").read_text("utf-8").rstrip("\n")
+
     return {
-        spec.name: Script(spec, folder.joinpath(f"{spec.name}.lua").read_text("utf-8"))
+        spec.name: Script(spec, _INCLUDE.sub(
+            expand, folder.joinpath(f"{spec.name}.lua").read_text("utf-8")))
         for spec in SPECS
     }
 

@@ -10,8 +10,10 @@
   ARGV[5] outcomes     MessagePack array of [id, token, result]
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: one status per job: 1 OK | 0 DUPLICATE (this token already completed it)
            | -1 NO_JOB | -2 LEASE_LOST ]]
+--!include jobs
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -43,23 +45,6 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
 end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
-  -- retention: age first, then count; each pass deletes at most 1000 jobs
-  if keep_age >= 0 then
-    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - keep_age, 'LIMIT', 0, 1000)
-    if #old > 0 then
-      for j = 1, #old do old[j] = prefix .. old[j] end
-      redis.call('DEL', unpack(old))
-      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #old - 1)
-    end
-  end
-  if keep_count > 0 then
-    local excess = math.min(redis.call('ZCARD', KEYS[2]) - keep_count, 1000)
-    if excess > 0 then
-      local old = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
-      for j = 1, #old do old[j] = prefix .. old[j] end
-      redis.call('DEL', unpack(old))
-      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
-    end
-  end
+  trim_finished(KEYS[2], prefix, now, keep_count, keep_age)
 end
 return out

@@ -17,8 +17,10 @@
                        (retry_delay_ms -1: do not retry)
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 0 DUPLICATE
            | -1 NO_JOB | -2 LEASE_LOST ]]
+--!include jobs
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -72,23 +74,5 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
 end
 if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
 if retried_any then redis.call('ZADD', KEYS[6], 0, 'w') end
-if failed_any then
-  if keep_age >= 0 then
-    local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - keep_age, 'LIMIT', 0, 1000)
-    if #old > 0 then
-      for j = 1, #old do old[j] = prefix .. old[j] end
-      redis.call('DEL', unpack(old))
-      redis.call('ZREMRANGEBYRANK', KEYS[4], 0, #old - 1)
-    end
-  end
-  if keep_count > 0 then
-    local excess = math.min(redis.call('ZCARD', KEYS[4]) - keep_count, 1000)
-    if excess > 0 then
-      local old = redis.call('ZRANGE', KEYS[4], 0, excess - 1)
-      for j = 1, #old do old[j] = prefix .. old[j] end
-      redis.call('DEL', unpack(old))
-      redis.call('ZREMRANGEBYRANK', KEYS[4], 0, excess - 1)
-    end
-  end
-end
+if failed_any then trim_finished(KEYS[4], prefix, now, keep_count, keep_age) end
 return out
