@@ -44,8 +44,9 @@ def regenerate() -> None:
     path = DOCS / "keys.md"
     text = path.read_text()
     for name, make in SECTIONS.items():
-        text = re.sub(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)",
-                      lambda m, make=make: m.group(1) + make() + m.group(2), text, flags=re.S)
+        begin, end = f"<!-- {name}:begin -->\n", f"<!-- {name}:end -->"
+        head, rest = text.split(begin, 1)
+        text = head + begin + make() + end + rest.split(end, 1)[1]
     path.write_text(text)
 
 
