@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import sys
 import time
@@ -92,6 +93,8 @@ async def _commands(queue: Queue) -> int:
 
 
 async def run_demo(*, url: str | None, jobs: int = 400) -> int:
+    # the summary reports the failures; one log line per failed job would drown the progress
+    logging.getLogger("aiojobs_redis.worker").setLevel(logging.ERROR)
     with _server(url) as redis_url:
         async with Queue.from_url(redis_url, name=f"demo-{random.randrange(10**6)}") as queue:
             worker = Worker(queue, tasks=[resize_image, send_email, sync_report, charge_card],
