@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
-from aiojobs_redis import Queue, Worker, current_job, task
+from aiojobs_redis import Queue, Retention, Worker, current_job, task
 
 
 def runs_key(queue: str) -> str:
@@ -27,11 +28,26 @@ async def work(seconds: float) -> str:
     return ctx.id
 
 
+@task(name="faults.block_loop_once")
+async def block_loop_once(seconds: float) -> str:
+    """Blocks the event loop (time.sleep in an async def) the first time it runs."""
+    ctx = current_job()
+    client = ctx.queue.client
+    await client.rpush(runs_key(ctx.queue.name), ctx.id)
+    if await client.set(f"ajr:{{{ctx.queue.name}}}:test:blocked:{ctx.id}", 1, nx=True):
+        time.sleep(seconds)  # noqa: ASYNC251 - the misbehaviour under test
+    return ctx.id
+
+
 def make_worker() -> Worker:
-    queue = Queue.from_url(os.environ["REDIS_URL"], name=os.environ["AJR_QUEUE"])
+    # keep every finished job for the test's history check (production keeps fewer)
+    keep_all = Retention(completed_count=None, completed_age_s=3600, failed_count=None,
+                         failed_age_s=3600)
+    queue = Queue.from_url(os.environ["REDIS_URL"], name=os.environ["AJR_QUEUE"],
+                           retention=keep_all)
     return Worker(
         queue,
-        tasks=[work],
+        tasks=[work, block_loop_once],
         concurrency=int(os.environ.get("AJR_CONCURRENCY", "5")),
         lease_ms=int(os.environ.get("AJR_LEASE_MS", "2000")),
         shutdown_timeout_s=float(os.environ.get("AJR_SHUTDOWN_S", "5")),
