@@ -21,6 +21,8 @@ log = logging.getLogger("aiojobs_redis.connection")
 #: reconnect with backoff from 50 ms up to 2 s (user story 5); a command gives up after
 #: this many retries and the caller sees RedisUnavailable
 RETRIES = 6
+SOCKET_TIMEOUT_S = 15.0
+BLOCKING_SOCKET_TIMEOUT_S = 20.0
 
 
 def retry_policy() -> Retry:
@@ -38,6 +40,10 @@ def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "health_check_interval": 15,
         "socket_keepalive": True,
+        # a cut-off network must not hang a call forever: every script is bounded (at most
+        # 1,000 jobs a call), so an answer later than this means the connection is dead
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": 5.0,
     }
     options.update(kwargs)
     if cluster:
@@ -107,7 +113,8 @@ def blocking_client(client: AnyRedis) -> Redis | RedisCluster:
     if isinstance(client, RedisCluster):
         return client  # cluster clients already keep a connection per node and command
     kwargs = dict(client.connection_pool.connection_kwargs)
-    kwargs["socket_timeout"] = None  # the blocking command carries its own timeout
+    # blocking reads wait at most 5 s on the server; more than this means a dead connection
+    kwargs["socket_timeout"] = BLOCKING_SOCKET_TIMEOUT_S
     pool = client.connection_pool.__class__(
         connection_class=client.connection_pool.connection_class, max_connections=8, **kwargs
     )

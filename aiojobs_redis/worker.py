@@ -244,8 +244,10 @@ class Worker:
         # lanes flush the outcomes they hold, then end
         _, pending = await asyncio.wait(lane_tasks, timeout=10.0)
         if pending:
+            where = "; ".join(
+                f"{t.get_name()} at {' <- '.join(_frames(t))}" for t in pending)
             log.error("stopping: %d queue(s) could not report their last outcomes to Redis;"
-                      " those jobs will run again after their lease", len(pending))
+                      " those jobs will run again after their lease (%s)", len(pending), where)
 
     def stop(self, *, immediate: bool = False) -> None:
         """Ask the worker to stop: gracefully, or at once with ``immediate``."""
@@ -260,13 +262,24 @@ class Worker:
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers: list[tuple[signal.Signals, Callable[..., None], tuple[Any, ...]]] = [
+            (signal.SIGTERM, self._on_signal, (signal.SIGTERM,)),
+            (signal.SIGINT, self._on_signal, (signal.SIGINT,)),
+        ]
+        if hasattr(signal, "SIGUSR1"):
+            handlers.append((signal.SIGUSR1, self._dump_tasks, ()))
+        for sig, handler, args in handlers:
             try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(sig, handler, *args)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue  # not the main thread, or not supported here
             installed.append(sig)
         return installed
+
+    def _dump_tasks(self) -> None:
+        """SIGUSR1: log where every task of the worker's loop is waiting (for a hang)."""
+        for t in asyncio.all_tasks():
+            log.warning("task %s: %s", t.get_name(), " <- ".join(_frames(t)) or "(not started)")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopping or (self._stop_requested is not None and self._stop_requested.is_set()):
@@ -291,6 +304,19 @@ class Worker:
                 if self._stop_requested is not None and self._stop_requested.is_set():
                     raise
                 await self.backoff.sleep()
+
+
+def _frames(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits: its chain of awaited coroutines, outermost first."""
+    frames = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(frames) < 20:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,19 @@ def start_worker(redis_url: str, queue: str, *, log: Path, lease_ms: int = 2000,
 
 
 def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` and wait; a process that does not end within 10 s is a failure (its
+    stacks are printed when py-spy is installed), and is then SIGKILLed."""
     if proc.poll() is None:
         os.kill(proc.pid, sig)
-    proc.wait(10)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)  # the worker logs where its tasks wait
+        time.sleep(0.5)
+        if shutil.which("py-spy"):
+            dump = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)],
+                                  capture_output=True, text=True, check=False)
+            print(dump.stdout, dump.stderr, file=sys.stderr)
+        proc.kill()
+        proc.wait(10)
+        raise

@@ -1,0 +1,55 @@
+"""Memory soak: 200,000 jobs through one queue with default retention."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from aiojobs_redis import JobState, Queue, Worker, task
+from aiojobs_redis._redis_server import RedisServer
+
+pytestmark = pytest.mark.faults
+
+TOTAL = 200_000
+CHECKPOINTS = (50_000, 100_000, 200_000)
+
+
+@task(name="soak.noop")
+async def noop(i: int) -> int:
+    return i
+
+
+async def test_memory_stays_bounded() -> None:
+    """Invariant: with default retention, Redis memory and key count after 50k, 100k and
+    200k jobs stay under a bound that does not grow with the number of jobs: retained
+    jobs (1,000 completed), the event stream (~10,000 entries) and metrics (1,440 slots)
+    are capped."""
+    readings: list[tuple[int, int, int]] = []
+    with RedisServer() as server:
+        client = aioredis.Redis.from_url(server.url)
+        queue = Queue(client, name="soak")
+        try:
+            done = 0
+            for checkpoint in CHECKPOINTS:
+                while done < checkpoint:
+                    batch = min(20_000, checkpoint - done)
+                    for start in range(0, batch, 5000):
+                        await queue.enqueue_many([noop.call(done + start + i)
+                                                  for i in range(5000)])
+                    worker = Worker(queue, tasks=[noop], concurrency=200, handle_signals=False)
+                    await asyncio.wait_for(worker.run(burst=True), 120)
+                    done += batch
+                memory = int((await client.info("memory"))["used_memory"])
+                readings.append((checkpoint, memory, await client.dbsize()))
+            counts = await queue.counts()
+        finally:
+            await queue.close()
+            await client.aclose()
+    print("\n" + "; ".join(f"after {n:,} jobs: used_memory {m / 2**20:.1f} MiB, {k} keys"
+                          for n, m, k in readings))
+    assert counts[JobState.COMPLETED] == 1000
+    (_, m50, k50), (_, m100, k100), (_, m200, k200) = readings
+    assert k50 == k100 == k200 < 1100, "keys: 1,000 retained jobs and a handful of queue keys"
+    assert m200 < m50 * 1.15 and m100 < m50 * 1.15, "memory does not grow with the job count"
