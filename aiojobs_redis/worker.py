@@ -308,7 +308,7 @@ class Worker:
 
 def _frames(task: asyncio.Task[Any]) -> list[str]:
     """Where a task waits: its chain of awaited coroutines, outermost first."""
-    frames = []
+    frames: list[str] = []
     coro: Any = task.get_coro()
     while coro is not None and len(frames) < 20:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)

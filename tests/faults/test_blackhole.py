@@ -57,7 +57,9 @@ async def test_cut_off_worker_loses_the_job_and_its_late_outcome_is_refused(
           "worker's late completion was refused")
     assert final.state is JobState.COMPLETED and final.worker != first_worker
     assert final.stalls == 1 and history.runs[job.id] == 2
-    events = await client.xrange(queue.keys.events)
+    events: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(  # type: ignore[assignment]
+        queue.keys.events
+    )
     completions = [f for _, f in events if f[b"e"] == b"completed" and f[b"id"] == job.id.encode()]
     assert len(completions) == 1, "exactly one recorded outcome"
 
