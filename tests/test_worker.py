@@ -457,3 +457,21 @@ async def test_a_busy_queue_does_not_starve_another(client: Any, queue_name: str
         for q in (a, b):
             await q.obliterate(force=True)
             await q.close()
+
+
+async def test_blocking_sync_handler_keeps_its_lease(queue: Queue) -> None:
+    """A sync handler blocking (in its thread) for longer than the lease: the event loop
+    keeps renewing, so no false stall and no second run."""
+    runs: list[int] = []
+
+    @task(name="slow_sync")
+    def slow_sync() -> str:
+        runs.append(1)
+        time.sleep(2.5)  # 2.5 leases
+        return "done"
+
+    async with running(Worker(queue, tasks=[slow_sync], lease_ms=1000)):
+        job = await queue.enqueue(slow_sync)
+        assert await job.result(timeout=20) == "done"
+    info = await job.info()
+    assert runs == [1] and info.stalls == 0 and info.attempts == 1

@@ -1,0 +1,64 @@
+"""A Redis ACL user with only the commands and key pattern the docs list can run
+producers and workers (docs/guarantees.md#acl)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from aiojobs_redis import FixedBackoff, JobFailed, Queue, Worker, current_job, task
+from aiojobs_redis._redis_server import RedisServer
+
+pytestmark = pytest.mark.faults
+
+#: the rule documented in docs/guarantees.md (kept in step by test_docs_list_the_acl)
+ACL_RULE = (
+    "on >ajr-secret ~ajr:* resetchannels -@all "
+    # from clients
+    "+evalsha +script|load +ping +info +time +hello "
+    "+hget +hmget +hexists +hset +hdel +hgetall "
+    "+zadd +zcard +zrange +zrem +zscore "
+    "+xread +xrange +xrevrange +bzpopmin "
+    "+get +set +del +exists +scan "
+    # inside the scripts (Redis checks those too)
+    "+incr +incrby +hincrby +xadd +zpopmin +zrangebyscore +zremrangebyrank"
+)
+
+
+@task(name="acl.double", attempts=2, backoff=FixedBackoff(delay_s=0))
+async def double(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    if current_job().attempt == 1 and x == 3:
+        raise RuntimeError("retry me")
+    return 2 * x
+
+
+async def test_least_privilege_user_runs_producer_and_worker(
+    redis_server: RedisServer, client: aioredis.Redis, queue_name: str
+) -> None:
+    """Invariant: enqueue, results, retries, progress of events, worker heartbeats,
+    stalled checks, schedules, metrics, pause/resume and obliterate all work for a user
+    limited to the documented commands and the ajr:* keys."""
+    await client.execute_command("ACL", "SETUSER", "ajr", *ACL_RULE.split())
+    url = f"redis://ajr:ajr-secret@127.0.0.1:{redis_server.port}/0"
+    try:
+        async with Queue.from_url(url, name=queue_name) as queue:
+            jobs = await queue.enqueue_many([double.call(i) for i in range(10)])
+            bad = await queue.enqueue(double, -1)
+            await queue.pause()
+            await queue.resume()
+            worker = Worker(queue, tasks=[double], concurrency=4)
+            await asyncio.wait_for(worker.run(burst=True), 30)
+            assert [await j.result(timeout=5) for j in jobs] == [2 * i for i in range(10)]
+            with pytest.raises(JobFailed):
+                await bad.result(timeout=5)
+            assert await queue.retry_failed() == 1
+            assert (await queue.counts())
+            await queue.obliterate(force=True)
+    finally:
+        await client.execute_command("ACL", "DELUSER", "ajr")
+    print(f"\nACL user with {len(ACL_RULE.split()) - 5} commands on ~ajr:* ran producer and"
+          " worker")
