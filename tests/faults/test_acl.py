@@ -64,3 +64,12 @@ async def test_least_privilege_user_runs_producer_and_worker(
         await client.acl_deluser("ajr")
     print(f"\nACL user with {len(ACL_RULE.split()) - 5} commands on ~ajr:* ran producer and"
           " worker")
+
+
+def test_docs_list_the_acl() -> None:
+    """docs/guarantees.md shows exactly the rule this test proves sufficient."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "guarantees.md").read_text()
+    block = text.split("ACL SETUSER ajr ", 1)[1].split("```", 1)[0]
+    assert block.split() == ACL_RULE.replace(">ajr-secret", ">PASSWORD").split()
