@@ -1,4 +1,4 @@
-"""MessagePack (msgspec) for arguments, results and options. Never pickle:
+"""MessagePack (msgspec) for arguments, results and options; no format that runs code:
 bytes read from Redis are data and can never run code."""
 
 from __future__ import annotations
