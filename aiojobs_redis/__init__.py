@@ -6,17 +6,7 @@ tokens; finished jobs, events and metrics are bounded by default.
 
 import logging
 
-from .alerts import (
-    Alert,
-    AlertMonitor,
-    BacklogRule,
-    FailedJobsRule,
-    NoWorkerRule,
-    OldestJobRule,
-    Webhook,
-)
 from .backoff import BackoffFunction, retry_delay_s
-from .context import JobContext, WorkerContext, current_job
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
@@ -33,25 +23,28 @@ from .errors import (
     RedisOutOfMemory,
     RedisUnavailable,
     ResultTimeout,
+    ScheduleNotFound,
     TaskNotFound,
 )
-from .events import Event
-from .job import Job, JobInfo, JobState
-from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
-from .queue import Queue
-from .registry import WorkerInfo, live_workers
-from .schedules import (
-    CatchUp,
-    Schedule,
-    ScheduleInfo,
-    ScheduleNotFound,
-    Schedules,
-    Upserted,
-    next_fire,
-    prev_fire,
+from .ops.alerts import (
+    Alert,
+    AlertMonitor,
+    BacklogRule,
+    FailedJobsRule,
+    NoWorkerRule,
+    OldestJobRule,
+    Webhook,
 )
-from .task import Task, TaskCall, task
-from .worker import Worker, WorkerState
+from .ops.registry import WorkerInfo, live_workers
+from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
+from .producer.events import Event
+from .producer.job import Job, JobInfo, JobState
+from .producer.queue import Queue
+from .producer.task import Task, TaskCall, task
+from .schedules.spec import CatchUp, Schedule, next_fire, prev_fire
+from .schedules.store import ScheduleInfo, Schedules, Upserted
+from .worker.context import JobContext, WorkerContext, current_job
+from .worker.worker import Worker, WorkerState
 
 __version__ = "0.1.0"
 

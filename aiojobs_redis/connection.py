@@ -6,7 +6,7 @@ import logging
 import socket
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -33,6 +33,12 @@ def keepalive_options() -> dict[int, int]:
               "TCP_USER_TIMEOUT": DEAD_CONNECTION_S * 1000}
     return {getattr(socket, name): value for name, value in wanted.items()
             if hasattr(socket, name)}
+
+
+#: connections of a client made by :func:`client_from_url` (``client_kwargs`` may change it)
+DEFAULT_MAX_CONNECTIONS = 500
+#: how long a call waits for a free connection of a full pool before it fails
+POOL_WAIT_S = 30.0
 
 
 def retry_policy() -> Retry:
@@ -62,7 +68,12 @@ def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
         options.pop("retry_on_error", None)
         options.pop("health_check_interval", None)
         return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, **options)
+    # a blocking pool: a burst of callers beyond the pool waits for a connection instead
+    # of failing with "Too many connections" (redis-py >= 7 caps a plain pool at 100, which
+    # 200 concurrent enqueues, or handlers of a worker at concurrency 100, exceed)
+    options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+    options.setdefault("timeout", POOL_WAIT_S)
+    return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
 
 def check_client(client: AnyRedis) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from aiojobs_redis import JobState, Queue, Worker, task
 from aiojobs_redis._redis_server import free_port
-from aiojobs_redis.web import create_app
+from aiojobs_redis.ops.web import create_app
 
 from .conftest import wait_until
 from .test_web import ok, populate

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiojobs_redis import FixedBackoff, Queue, Worker, task
-from aiojobs_redis import metrics as m
-from aiojobs_redis.alerts import (
+from aiojobs_redis.ops import metrics as m
+from aiojobs_redis.ops.alerts import (
     Alert,
     AlertMonitor,
     BacklogRule,
@@ -27,10 +27,10 @@ from aiojobs_redis.alerts import (
     OldestJobRule,
     Webhook,
 )
-from aiojobs_redis.execution import FetchedJob, Outcome
-from aiojobs_redis.maintenance import recover_stalled
-from aiojobs_redis.prometheus import render
+from aiojobs_redis.ops.prometheus import render
 from aiojobs_redis.scripts import Batch
+from aiojobs_redis.worker.execution import FetchedJob, Outcome
+from aiojobs_redis.worker.maintenance import recover_stalled
 
 from .conftest import wait_until
 from .scripts import direct
@@ -207,7 +207,7 @@ async def test_serve_metrics_on_its_own_port(queue: Queue) -> None:
     import httpx
 
     from aiojobs_redis._redis_server import free_port
-    from aiojobs_redis.prometheus import serve_metrics
+    from aiojobs_redis.ops.prometheus import serve_metrics
 
     port = free_port()
     server = asyncio.create_task(serve_metrics(queue, port=port))
@@ -317,7 +317,7 @@ def test_operations_doc_matches_the_code() -> None:
     import re
     from pathlib import Path
 
-    from aiojobs_redis.prometheus import families
+    from aiojobs_redis.ops.prometheus import families
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(ajr_\w+)` \|", text, re.M))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiojobs_redis import Queue, Schedule, Worker, task
-from aiojobs_redis.cli import build_parser
+from aiojobs_redis.cli.main import build_parser
 
 
 @task(name="cli.report")

@@ -18,7 +18,7 @@ from aiojobs_redis import (
     prev_fire,
     task,
 )
-from aiojobs_redis.schedule_spec import (
+from aiojobs_redis.schedules.spec import (
     ScheduleDef,
     first_tick,
     jitter_ms,

@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.routing import Mount, Route
 
 from aiojobs_redis import JobOptions, JobState, Queue, Worker, task
-from aiojobs_redis.dashboard_cli import add_parser, check_binding
-from aiojobs_redis.web import HAS_SCHEDULES, create_app
-from aiojobs_redis.web.app import VALUE_CAP
-from aiojobs_redis.web.openapi import openapi_document
+from aiojobs_redis.cli.dashboard import add_parser, check_binding
+from aiojobs_redis.ops.web import create_app
+from aiojobs_redis.ops.web.app import VALUE_CAP
+from aiojobs_redis.ops.web.openapi import openapi_document
 
 from .conftest import wait_until
 from .scripts import direct
@@ -96,7 +96,6 @@ async def test_queues_and_counts_match_redis(queue: Queue) -> None:
     assert q["paused"] is False and q["workers"] == 0
     assert q["oldest_waiting_age_s"] is not None and q["oldest_waiting_age_s"] >= 0
     assert q["totals"]["completed"] == 3 and q["totals"]["failed"] == 2
-    assert body["schedules"] is HAS_SCHEDULES
 
 
 async def test_jobs_of_every_state_paginated(queue: Queue) -> None:
@@ -205,9 +204,8 @@ async def test_workers_and_metrics(queue: Queue) -> None:
         await asyncio.wait_for(runner, 30)
 
 
-@pytest.mark.skipif(not HAS_SCHEDULES, reason="this version has no schedules")
 async def test_schedules_list_and_run_now(queue: Queue) -> None:
-    from aiojobs_redis.schedule_spec import Schedule
+    from aiojobs_redis.schedules.spec import Schedule
 
     await queue.schedules.upsert(Schedule("pulse", ok, every_s=3600, args=[1]))
     async with api_client(create_app(queue)) as http:
@@ -254,13 +252,10 @@ def _bad_requests(q: str, ids: dict[str, list[str]]) -> list[tuple[str, str, int
         ("PATCH", f"{base}/jobs/{ids['failed'][0]}", 405, "method_not_allowed"),
         ("POST", "/api/queues", 405, "method_not_allowed"),
         ("GET", "/api/nothing-here", 404, "not_found"),
+        ("POST", f"{base}/schedules/no-such-schedule/run", 404, "schedule_not_found"),
+        ("POST", f"{base}/schedules/x/stop", 404, "not_found"),
+        ("DELETE", f"{base}/schedules/x/run", 405, "method_not_allowed"),
     ]
-    if HAS_SCHEDULES:
-        cases += [
-            ("POST", f"{base}/schedules/no-such-schedule/run", 404, "schedule_not_found"),
-            ("POST", f"{base}/schedules/x/stop", 404, "not_found"),
-            ("DELETE", f"{base}/schedules/x/run", 405, "method_not_allowed"),
-        ]
     return cases
 
 
@@ -348,7 +343,7 @@ async def test_page_is_safe_and_self_contained(queue: Queue) -> None:
     assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
     assert "unsafe-inline" not in csp
     assert r.headers["referrer-policy"] == "no-referrer"
-    js = resources.files("aiojobs_redis.web").joinpath("static/app.js").read_text()
+    js = resources.files("aiojobs_redis.ops.web").joinpath("static/app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in js, f"app.js must not use {sink}"
     assert "<script src=" not in r.text  # no external script, no build step
@@ -373,7 +368,7 @@ def test_openapi_describes_every_route_and_only_those(queue: Queue) -> None:
                 routes.add((path.replace("{rest:path}", "{name}/run"), method.lower()))
             else:
                 routes.add((path, method.lower()))
-    doc = openapi_document(schedules=HAS_SCHEDULES)
+    doc = openapi_document()
     described = {(p, m) for p, ops in doc["paths"].items() for m in ops}
     assert described == routes
     for ops in doc["paths"].values():

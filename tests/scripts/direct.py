@@ -6,8 +6,8 @@ import secrets
 from typing import Any
 
 from aiojobs_redis import Queue, codec
-from aiojobs_redis.execution import FetchedJob
 from aiojobs_redis.scripts import SCRIPTS
+from aiojobs_redis.worker.execution import FetchedJob
 
 
 async def run(q: Queue, name: str, *args: Any) -> Any:

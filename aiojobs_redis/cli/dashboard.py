@@ -1,0 +1,102 @@
+"""``aiojobs-redis dashboard``: serve the HTTP API and the dashboard with uvicorn.
+
+Bound to 127.0.0.1 by default; binding anywhere else needs ``--token`` or
+``--read-only``. On loopback without a token, only Host headers naming the
+loopback are accepted (a DNS-rebinding page cannot reach the API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from typing import Any
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``dashboard`` command to ``aiojobs-redis`` (an argparse subparsers object)."""
+    p = subparsers.add_parser(
+        "dashboard", help="serve the HTTP API, Prometheus /metrics and the live dashboard",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
+    p.add_argument("--queue", action="append", required=True, metavar="NAME",
+                   help="a queue to show (repeat for several)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=os.environ.get("AJR_DASHBOARD_TOKEN"),
+                   help="bearer token required on every request (default:"
+                        " $AJR_DASHBOARD_TOKEN); open the page with ?token=...")
+    p.add_argument("--read-only", action="store_true",
+                   help="refuse every change (retry, remove, promote, pause, ...)")
+    p.set_defaults(func=run_dashboard)
+
+
+def check_binding(host: str, token: str | None, read_only: bool) -> None:
+    if not is_loopback(host) and not token and not read_only:
+        raise SystemExit(
+            f"refusing to serve the dashboard on {host}: anyone who reaches it could retry,"
+            " remove and pause jobs. Give --token (or $AJR_DASHBOARD_TOKEN) or --read-only,"
+            " or bind to 127.0.0.1"
+        )
+
+
+async def run_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from ..ops.web import create_app
+    from ..producer.queue import Queue
+
+    url: str | None = args.url or os.environ.get("REDIS_URL")
+    if not url:
+        raise SystemExit("give --url or set REDIS_URL")
+    check_binding(args.host, args.token, args.read_only)
+    queues = [Queue.from_url(url, name=name) for name in dict.fromkeys(args.queue)]
+    try:
+        app = create_app(queues, token=args.token or None, read_only=args.read_only)
+        if is_loopback(args.host) and not args.token:
+            app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                                lifespan="off", server_header=False)
+        print(f"aiojobs-redis dashboard on http://{args.host}:{args.port}/"
+              + ("?token=..." if args.token else "")
+              + (" (read-only)" if args.read_only else ""), flush=True)
+        await uvicorn.Server(config).serve()
+    finally:
+        for q in queues:
+            await q.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command on its own: ``python -m aiojobs_redis.dashboard_cli --queue q``."""
+    import asyncio
+    import logging
+
+    parser = argparse.ArgumentParser(prog="aiojobs-redis")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["dashboard", *(argv if argv is not None else _argv())])
+    logging.basicConfig(level="INFO")
+    return asyncio.run(run_dashboard(args))
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Live workers: heartbeats written by each worker, read by ``aiojobs-redis workers``.
+
+A worker's record is a key with a TTL of twice its lease, so a dead worker
+disappears by itself; the per-queue ZSET only indexes them and is pruned on read.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..connection import AnyRedis
+from ..keys import QueueKeys
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    active: int
+    started_at: float  # unix seconds (the worker's clock)
+    heartbeat_at: float  # unix seconds (the worker's clock)
+    lease_ms: int
+    processed: int = 0
+    failed: int = 0
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(WorkerInfo)
+
+
+def encode(info: WorkerInfo) -> bytes:
+    return _encoder.encode(info)
+
+
+async def live_workers(client: AnyRedis, keys: QueueKeys) -> list[WorkerInfo]:
+    """Workers serving this queue whose heartbeat has not expired."""
+    ids: list[bytes] = await client.zrange(keys.workers, 0, -1)  # type: ignore[assignment]
+    if not ids:
+        return []
+    names = [i.decode() for i in ids]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(keys.worker(name))
+    records = await pipe.execute()
+    alive: list[WorkerInfo] = []
+    dead: list[str] = []
+    for name, record in zip(names, records, strict=True):
+        if record is None:
+            dead.append(name)
+            continue
+        try:
+            alive.append(_decoder.decode(record))
+        except msgspec.DecodeError:
+            dead.append(name)
+    if dead:
+        await client.zrem(keys.workers, *dead)
+    return alive

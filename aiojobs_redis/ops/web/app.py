@@ -1,0 +1,483 @@
+"""The HTTP API and the dashboard: one ASGI app (Starlette) over a set of queues.
+
+Mount it in a host app with ``app.mount("/jobs", create_app(queues=[q]))`` or run it
+alone with ``aiojobs-redis dashboard``. Every list is paginated in Redis (ZRANGE by
+rank), so no endpoint ever loads a whole state, whatever the size of the queue.
+Errors are JSON: ``{"error": {"status": 404, "code": "job_not_found", "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import inspect
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ... import codec
+from ...errors import (
+    AiojobsRedisError,
+    ConfigurationError,
+    InvalidJobId,
+    JobNotFound,
+    JobStateError,
+    RedisError,
+    RedisUnavailable,
+    wrap_redis_errors,
+)
+from ...producer.job import JobInfo, JobState
+from ...producer.queue import Queue, check_job_id
+from ...scripts import SCRIPTS
+from .. import metrics
+from ..registry import live_workers
+from .openapi import openapi_document
+
+
+MAX_PAGE: Final = 200
+DEFAULT_PAGE: Final = 20
+VALUE_CAP: Final = 4096  # characters of JSON shown for arguments, results and progress
+LIST_TEXT_CAP: Final = 300  # characters of an error message in a job list
+TRACEBACK_CAP: Final = 65_536
+_LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
+                       "started", "finished", "due", "error", "worker", "progress")
+_FIELD_CAP: Final = 1024  # bytes of each field read for a job list
+_STATE_INDEX: Final = {state: i for i, state in enumerate(JobState, start=1)}
+_MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+AuthCheck = Callable[[Request], Awaitable[bool] | bool]
+
+_json = msgspec.json.Encoder(enc_hook=repr)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Json(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _json.encode(content)
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: Mapping[str, str] | None = None) -> Json:
+    return Json({"error": {"status": status, "code": code, "message": message}}, status,
+                headers=dict(headers or {}))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _ms_iso(raw: bytes | None) -> str | None:
+    if raw is None or int(raw) <= 0:
+        return None
+    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _cut(text: str | None, cap: int) -> str | None:
+    if text is None or len(text) <= cap:
+        return text
+    return text[:cap] + f"… [{len(text) - cap} more characters]"
+
+
+def capped(value: Any, cap: int = VALUE_CAP) -> dict[str, Any]:
+    """A value for display: its JSON text cut at ``cap`` characters; the value itself
+    only when it fits."""
+    text = _json.encode(value).decode()
+    if len(text) <= cap:
+        return {"value": value, "json": text, "size": len(text), "truncated": False}
+    return {"json": text[:cap], "size": len(text), "truncated": True}
+
+
+def _decoded(raw: bytes) -> Any:
+    try:
+        return codec.decode_value(raw)
+    except codec.DecodeError:
+        return None
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_parameter", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _job_id(raw: str) -> str:
+    try:
+        return check_job_id(raw)
+    except InvalidJobId as e:
+        raise ApiError(400, "bad_job_id", str(e)) from None
+
+
+def _info_json(info: JobInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": info.id, "queue": info.queue, "task": info.task, "state": info.state,
+        "priority": info.priority, "attempts": info.attempts,
+        "max_attempts": info.max_attempts, "stalls": info.stalls,
+        "args": capped(info.args), "kwargs": capped(info.kwargs),
+        "progress": capped(info.progress), "result": capped(info.result),
+        "error": _cut(info.error, TRACEBACK_CAP), "traceback": _cut(info.traceback, TRACEBACK_CAP),
+        "created_at": info.created_at, "started_at": info.started_at,
+        "finished_at": info.finished_at, "due_at": info.due_at, "worker": info.worker,
+        "payload_error": info.payload_error,
+    }
+    return out
+
+
+def _snapshot_json(s: metrics.Snapshot) -> dict[str, Any]:
+    return {
+        "name": s.queue, "counts": s.counts, "paused": s.paused, "workers": len(s.workers),
+        "oldest_waiting_age_s": s.oldest_waiting_age_s,
+        "totals": {k: s.totals[k] for k in ("completed", "failed", "retried", "stalled")},
+    }
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+class Api:
+    """The endpoints, bound to a set of queues."""
+
+    def __init__(self, queues: Sequence[Queue], *, read_only: bool, token: str | None) -> None:
+        self.queues = {q.name: q for q in queues}
+        self.read_only = read_only
+        self.token = token
+
+    def queue(self, request: Request) -> Queue:
+        name = request.path_params["queue"]
+        q = self.queues.get(name)
+        if q is None:
+            raise ApiError(404, "queue_not_found",
+                           f"no queue named {name!r} is served here (known: {sorted(self.queues)})")
+        return q
+
+    async def list_queues(self, request: Request) -> Response:
+        import asyncio
+
+        snaps = await asyncio.gather(*(metrics.snapshot(q) for q in self.queues.values()))
+        return Json({"queues": [_snapshot_json(s) for s in snaps],
+                     "read_only": self.read_only})
+
+    async def get_queue(self, request: Request) -> Response:
+        s = await metrics.snapshot(self.queue(request))
+        body = _snapshot_json(s)
+        body["totals"] = s.totals
+        return Json(body)
+
+    async def list_jobs(self, request: Request) -> Response:
+        q = self.queue(request)
+        raw_state = request.query_params.get("state", "failed")
+        try:
+            state = JobState(raw_state)
+        except ValueError:
+            raise ApiError(400, "bad_parameter", f"state must be one of "
+                           f"{[str(s) for s in JobState]}, got {raw_state!r}") from None
+        offset = _int_param(request, "offset", 0, 0, 10**12)
+        limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        finished = state in (JobState.COMPLETED, JobState.FAILED)
+        order = request.query_params.get("order", "newest" if finished else "oldest")
+        if order not in ("newest", "oldest"):
+            raise ApiError(400, "bad_parameter",
+                           f"order must be 'newest' or 'oldest', got {order!r}")
+        script = SCRIPTS["read_jobs"]
+        with wrap_redis_errors(f"list {state} jobs of {q.name!r}"):
+            reply: list[Any] = await script(q.client, script.keys_of(q.keys), [
+                q.keys.job_prefix, _STATE_INDEX[state], offset, limit,
+                1 if order == "newest" else 0, _FIELD_CAP, *_LIST_FIELDS])
+        width = 1 + len(_LIST_FIELDS)
+        jobs = []
+        for i in range(1, len(reply), width):
+            f = dict(zip(_LIST_FIELDS, reply[i + 1:i + width], strict=True))
+            if f["state"] is None:
+                continue  # its hash is gone (expired by retention in this instant)
+            progress = None
+            if f["progress"] is not None:
+                progress = capped(_decoded(f["progress"]), 200)["json"]
+            jobs.append({
+                "id": reply[i].decode(), "task": _text(f["task"]), "state": _text(f["state"]),
+                "priority": int(f["priority"] or 0), "attempts": int(f["attempts"] or 0),
+                "max_attempts": int(f["max_attempts"] or 0),
+                "created_at": _ms_iso(f["created"]), "started_at": _ms_iso(f["started"]),
+                "finished_at": _ms_iso(f["finished"]), "due_at": _ms_iso(f["due"]),
+                "error": _cut(_text(f["error"]), LIST_TEXT_CAP), "worker": _text(f["worker"]),
+                "progress": progress,
+            })
+        return Json({"queue": q.name, "state": state, "order": order, "offset": offset,
+                     "limit": limit, "total": int(reply[0]), "jobs": jobs})
+
+    async def job(self, request: Request) -> Response:
+        q = self.queue(request)
+        rest: str = request.path_params["rest"]
+        if request.method == "POST":
+            job_id, _, action = rest.rpartition("/")
+            if action not in ("retry", "promote") or not job_id:
+                raise ApiError(404, "not_found",
+                               "POST .../jobs/{id}/retry or .../jobs/{id}/promote")
+            job_id = _job_id(job_id)
+            if action == "retry":
+                await q.retry_jobs([job_id], strict=True)
+            else:
+                await q.promote_job(job_id)
+            return Json({"ok": True, "id": job_id, "action": action})
+        job_id = _job_id(rest)
+        if request.method == "DELETE":
+            await q.remove_job(job_id)
+            return Json({"ok": True, "id": job_id, "action": "remove"})
+        info = await q.job_info(job_id)
+        if info is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
+        return Json(_info_json(info))
+
+    async def retry_failed(self, request: Request) -> Response:
+        n = await self.queue(request).retry_failed()
+        return Json({"ok": True, "retried": n})
+
+    async def pause(self, request: Request) -> Response:
+        await self.queue(request).pause()
+        return Json({"ok": True, "paused": True})
+
+    async def resume(self, request: Request) -> Response:
+        await self.queue(request).resume()
+        return Json({"ok": True, "paused": False})
+
+    async def workers(self, request: Request) -> Response:
+        q = self.queue(request)
+        with wrap_redis_errors(f"list workers of {q.name!r}"):
+            found = await live_workers(q.client, q.keys)
+            seconds, micros = await q.client.time()
+        return Json({"queue": q.name, "now": seconds + micros / 1e6, "workers": found})
+
+    async def metrics(self, request: Request) -> Response:
+        q = self.queue(request)
+        minutes = _int_param(request, "minutes", 60, 1, metrics.MINUTE_SLOTS)
+        return Json(await metrics.read_window(q.client, q.keys, minutes))
+
+    async def schedules(self, request: Request) -> Response:
+        q = self.queue(request)
+        infos = await q.schedules.list()
+        return Json({"queue": q.name, "schedules": [{
+            "name": s.name, "task": s.task, "cron": s.cron, "every_s": s.every_s, "tz": s.tz,
+            "next_run_at": s.next_run_at, "next_tick_at": s.next_tick_at, "runs": s.runs,
+            "last_tick_at": s.last_tick_at, "last_job_id": s.last_job_id,
+            "last_state": s.last_state, "last_error": _cut(s.last_error, LIST_TEXT_CAP),
+        } for s in infos]})
+
+    async def run_schedule(self, request: Request) -> Response:
+        q = self.queue(request)
+        name, _, action = request.path_params["rest"].rpartition("/")
+        if action != "run" or not name:
+            raise ApiError(404, "not_found", "POST .../schedules/{name}/run")
+        if await q.schedules.get(name) is None:
+            raise ApiError(404, "schedule_not_found", f"no schedule {name!r} in queue {q.name!r}")
+        job = await q.schedules.run_now(name)
+        return Json({"ok": True, "schedule": name, "job_id": job.id})
+
+    async def prometheus(self, request: Request) -> Response:
+        from ..prometheus import CONTENT_TYPE, render
+
+        return Response(await render(list(self.queues.values())), media_type=CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return Json(openapi_document(read_only=self.read_only))
+
+
+# ------------------------------------------------------------------------ the dashboard
+
+
+class Page:
+    """The dashboard: one HTML document with its script and style inline (package data),
+    under a Content-Security-Policy that allows exactly those."""
+
+    def __init__(self) -> None:
+        folder = resources.files(__package__).joinpath("static")
+        html = folder.joinpath("index.html").read_text("utf-8")
+        js = folder.joinpath("app.js").read_text("utf-8")
+        css = folder.joinpath("style.css").read_text("utf-8")
+        self.body = (html.replace("/*STYLE*/", css).replace("/*SCRIPT*/", js)).encode()
+        self.csp = (
+            "default-src 'none'; connect-src 'self'; img-src 'self' data:; base-uri 'none';"
+            f" form-action 'none'; frame-ancestors 'none'; script-src '{_sha256(js)}';"
+            f" style-src '{_sha256(css)}'"
+        )
+
+    async def serve(self, request: Request) -> Response:
+        return Response(self.body, media_type="text/html; charset=utf-8", headers={
+            "Content-Security-Policy": self.csp, "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+        })
+
+
+def _sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+# ------------------------------------------------------------------------------- guard
+
+
+class Guard:
+    """Authentication, read-only mode and a cross-site check, before any route.
+
+    * ``token``: every request needs ``Authorization: Bearer <token>`` (or ``?token=``,
+      for opening the page in a browser);
+    * ``auth``: a host app's check, ``(request) -> bool`` (sync or async); False is 401;
+      it may also raise ``starlette.exceptions.HTTPException``;
+    * ``read_only``: POST/PUT/PATCH/DELETE are refused (403);
+    * a changing request whose ``Origin`` is not this host is refused (403): a web page
+      elsewhere cannot make your browser retry or delete jobs.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool,
+                 auth: AuthCheck | None) -> None:
+        self.app = app
+        self.token = token
+        self.read_only = read_only
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        denied = await self.check(request)
+        if denied is not None:
+            await denied(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def check(self, request: Request) -> Response | None:
+        if self.token is not None:
+            given = ""
+            header = request.headers.get("authorization", "")
+            if header[:7].lower() == "bearer ":
+                given = header[7:].strip()
+            else:
+                given = request.query_params.get("token", "")
+            if not secrets.compare_digest(given.encode(), self.token.encode()):
+                return error_response(401, "unauthorized", "a valid bearer token is required",
+                                      {"WWW-Authenticate": 'Bearer realm="aiojobs_redis"'})
+        if self.auth is not None:
+            try:
+                allowed = self.auth(request)
+                if inspect.isawaitable(allowed):
+                    allowed = await allowed
+            except HTTPException as e:
+                return error_response(e.status_code, "unauthorized" if e.status_code == 401
+                                      else "forbidden", str(e.detail), e.headers)
+            if not allowed:
+                return error_response(401, "unauthorized", "the host application's auth refused")
+        if request.method in _MUTATING:
+            if self.read_only:
+                return error_response(403, "read_only", "this dashboard is read-only")
+            origin = request.headers.get("origin")
+            if origin is not None and origin != "null":
+                host = request.headers.get("host", "")
+                if urlsplit(origin).netloc != host:
+                    return error_response(403, "cross_origin",
+                                          f"a request from origin {origin!r} may not change jobs")
+            elif origin == "null":
+                return error_response(403, "cross_origin", "opaque origins may not change jobs")
+        return None
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"nothing at {request.url.path} (see openapi.json)"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, code, message, exc.headers)
+
+
+async def _core_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, JobNotFound):
+        return error_response(404, "job_not_found", str(exc))
+    if isinstance(exc, JobStateError):
+        return error_response(409, "wrong_state", str(exc))
+    if isinstance(exc, RedisUnavailable):
+        return error_response(503, "redis_unavailable", str(exc))
+    if isinstance(exc, RedisError):
+        return error_response(502, "redis_error", str(exc))
+    if isinstance(exc, LookupError):  # ScheduleNotFound and the like
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, ValueError):
+        return error_response(400, "bad_request", str(exc))
+    return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
+               read_only: bool = False, auth: AuthCheck | None = None) -> Starlette:
+    """The JSON API, Prometheus ``/metrics`` and the dashboard page for ``queues``.
+
+    ``token``: bearer token required on every endpoint (``?token=`` works for the page).
+    ``read_only``: refuse every change (retry, remove, promote, pause, ...).
+    ``auth``: a host app's ``(request) -> bool`` check (sync or async), run first.
+    The app does not own the queues: close them yourself.
+    """
+    qs = (queues,) if isinstance(queues, Queue) else tuple(queues)
+    if not qs or not all(isinstance(q, Queue) for q in qs):
+        raise ConfigurationError("create_app needs one Queue or a sequence of Queues")
+    if len({q.name for q in qs}) != len(qs):
+        raise ConfigurationError("create_app got two queues with the same name")
+    if token is not None and (not isinstance(token, str) or len(token) < 8):
+        raise ConfigurationError("token must be a string of at least 8 characters")
+    api = Api(qs, read_only=read_only, token=token)
+    page = Page()
+    base = "/api/queues/{queue}"
+    routes = [
+        Route("/", page.serve, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/metrics", api.prometheus, methods=["GET"]),
+        Route("/api/queues", api.list_queues, methods=["GET"]),
+        Route(base, api.get_queue, methods=["GET"]),
+        Route(base + "/jobs", api.list_jobs, methods=["GET"]),
+        Route(base + "/jobs/{rest:path}", api.job, methods=["GET", "DELETE", "POST"]),
+        Route(base + "/retry-failed", api.retry_failed, methods=["POST"]),
+        Route(base + "/pause", api.pause, methods=["POST"]),
+        Route(base + "/resume", api.resume, methods=["POST"]),
+        Route(base + "/workers", api.workers, methods=["GET"]),
+        Route(base + "/metrics", api.metrics, methods=["GET"]),
+        Route(base + "/schedules", api.schedules, methods=["GET"]),
+        Route(base + "/schedules/{rest:path}", api.run_schedule, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, AiojobsRedisError: _core_error,
+    })
+    app.add_middleware(Guard, token=token, read_only=read_only, auth=auth)
+    app.state.queues = api.queues
+    return app

@@ -1,0 +1,121 @@
+"""The OpenAPI 3.1 description of the HTTP API (served at ``/openapi.json``).
+
+Kept by hand next to the routes; a test checks that every route of the app is
+described here and every path described here is a route.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+_ERROR: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["status", "code", "message"],
+                             "properties": {"status": {"type": "integer"},
+                                            "code": {"type": "string"},
+                                            "message": {"type": "string"}}}},
+}
+_OBJECT: Final = {"type": "object"}
+_STATES: Final = ["waiting", "delayed", "active", "completed", "failed"]
+
+
+def _param(name: str, where: str, schema: dict[str, Any], text: str,
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema, "description": text}
+
+
+_QUEUE = _param("queue", "path", {"type": "string"}, "a queue served by this app")
+_JOB = _param("job_id", "path", {"type": "string"}, "job id (may contain '/')")
+
+
+def _op(summary: str, params: list[dict[str, Any]] | None = None, *, changes: bool = False,
+        content: str = "application/json", errors: tuple[int, ...] = (400, 404)) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {content: {"schema": _OBJECT
+                                                           if content == "application/json"
+                                                           else {"type": "string"}}}},
+    }
+    codes = set(errors) | {401}
+    if changes:
+        codes |= {403, 409}
+    for code in sorted(codes):
+        responses[str(code)] = {"description": "error",
+                                "content": {"application/json": {"schema": _ERROR}}}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/": {"get": _op("the dashboard page (HTML)", content="text/html", errors=())},
+        "/openapi.json": {"get": _op("this document", errors=())},
+        "/metrics": {"get": _op("Prometheus metrics of every queue (text format 0.0.4)",
+                                content="text/plain", errors=())},
+        "/api/queues": {"get": _op("every queue: counts, paused, live workers, oldest waiting"
+                                   " job's age, totals", errors=())},
+        "/api/queues/{queue}": {"get": _op("one queue's snapshot with every cumulative counter",
+                                           [_QUEUE])},
+        "/api/queues/{queue}/jobs": {"get": _op("a page of jobs in one state (paginated in"
+                                                " Redis)", [
+            _QUEUE,
+            _param("state", "query", {"enum": _STATES, "default": "failed"}, "job state"),
+            _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "skip"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200,
+                                      "default": 20}, "page size"),
+            _param("order", "query", {"enum": ["newest", "oldest"]},
+                   "default: newest for completed/failed, run order (oldest) otherwise"),
+        ])},
+        "/api/queues/{queue}/jobs/{job_id}": {
+            "get": _op("one job: arguments and result (capped), progress, attempts, error and"
+                       " traceback, timestamps", [_QUEUE, _JOB]),
+            "delete": _op("remove a job (refused while active: 409)", [_QUEUE, _JOB],
+                          changes=True),
+        },
+        "/api/queues/{queue}/jobs/{job_id}/retry": {
+            "post": _op("put a failed job back to waiting (409 unless failed)", [_QUEUE, _JOB],
+                        changes=True)},
+        "/api/queues/{queue}/jobs/{job_id}/promote": {
+            "post": _op("run a delayed job now (409 unless delayed)", [_QUEUE, _JOB],
+                        changes=True)},
+        "/api/queues/{queue}/retry-failed": {
+            "post": _op("put every failed job back to waiting", [_QUEUE], changes=True)},
+        "/api/queues/{queue}/pause": {
+            "post": _op("workers stop taking jobs of this queue", [_QUEUE], changes=True)},
+        "/api/queues/{queue}/resume": {
+            "post": _op("workers take jobs of this queue again", [_QUEUE], changes=True)},
+        "/api/queues/{queue}/workers": {"get": _op("live workers and their heartbeats",
+                                                   [_QUEUE])},
+        "/api/queues/{queue}/metrics": {"get": _op("per-minute series and percentiles", [
+            _QUEUE, _param("minutes", "query", {"type": "integer", "minimum": 1,
+                                                "maximum": 1440, "default": 60}, "window"),
+        ])},
+    }
+    name = _param("name", "path", {"type": "string"}, "schedule name")
+    paths["/api/queues/{queue}/schedules"] = {
+        "get": _op("schedules with their next run and last outcome", [_QUEUE])}
+    paths["/api/queues/{queue}/schedules/{name}/run"] = {
+        "post": _op("enqueue one job of the schedule now", [_QUEUE, name], changes=True)}
+    description = (
+        "Operations API of aiojobs_redis. Errors are JSON: "
+        '{"error": {"status": ..., "code": ..., "message": ...}}.'
+    )
+    if read_only:
+        description += " This instance is read-only: every POST and DELETE answers 403."
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "aiojobs_redis operations API", "version": _version(),
+                 "description": description},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    }
+
+
+def _version() -> str:
+    from ... import __version__
+
+    return __version__

@@ -1,0 +1,324 @@
+// aiojobs_redis dashboard: plain JS, no build step. Polls the JSON API of this app.
+// Nothing from a job is ever inserted as HTML: text goes through textContent only.
+"use strict";
+(function () {
+  const POLL_MS = 2000;
+  const SLOW_POLL_MS = 10000;
+  const PAGE = 20;
+  const STATES = ["failed", "delayed", "active", "waiting", "completed"];
+
+  // the token arrives once as ?token=...; keep it for this tab only, out of the URL
+  const params = new URLSearchParams(location.search);
+  let token = params.get("token") || sessionStorage.getItem("ajr-token") || "";
+  if (params.has("token")) {
+    sessionStorage.setItem("ajr-token", token);
+    params.delete("token");
+    const q = params.toString();
+    history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
+  }
+
+  const view = { queue: params.get("queue") || null, state: "failed", offset: 0,
+    readOnly: false, detail: null, lastSlow: 0 };
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k === "onclick") node.addEventListener("click", v);
+      else if (k.startsWith("data-")) node.setAttribute(k, v);
+      else node[k] = v;
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      node.appendChild(typeof c === "string" || typeof c === "number"
+        ? document.createTextNode(String(c)) : c);
+    }
+    return node;
+  }
+
+  function replaceRows(tbody, rows, columns, emptyText) {
+    tbody.replaceChildren(...(rows.length ? rows
+      : [el("tr", { class: "empty" }, el("td", { colSpan: columns }, emptyText))]));
+  }
+
+  async function api(path, options) {
+    const headers = { "Accept": "application/json" };
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const response = await fetch(path, Object.assign({ headers: headers }, options || {}));
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const message = body && body.error ? body.error.message : response.statusText;
+      throw new Error(response.status + ": " + message);
+    }
+    return body;
+  }
+
+  const qpath = () => "api/queues/" + encodeURIComponent(view.queue);
+  const jobPath = (id) => qpath() + "/jobs/" + id.split("/").map(encodeURIComponent).join("/");
+
+  let messageUntil = 0;
+  function setStatus(text, isError, sticky) {
+    const s = $("status");
+    s.textContent = text;
+    s.classList.toggle("error", !!isError);
+    if (sticky) messageUntil = Date.now() + 6000;
+  }
+  const say = (text, isError) => setStatus(text, isError, true);
+
+  function ago(iso) {
+    if (!iso) return "";
+    return duration((Date.now() - Date.parse(iso)) / 1000) + (Date.parse(iso) > Date.now() ? "" : " ago");
+  }
+
+  function duration(seconds) {
+    const s = Math.abs(seconds);
+    if (s < 1) return (s * 1000).toFixed(0) + " ms";
+    if (s < 90) return s.toFixed(1) + " s";
+    if (s < 5400) return (s / 60).toFixed(1) + " min";
+    if (s < 172800) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  }
+
+  function ms(v) { return v === null || v === undefined ? "–" : duration(v / 1000); }
+
+  // ---------------------------------------------------------------- queues
+
+  function renderQueues(data) {
+    view.readOnly = data.read_only;
+    document.body.classList.toggle("read-only", data.read_only);
+    $("readonly-badge").hidden = !data.read_only;
+    if (!view.queue || !data.queues.some((q) => q.name === view.queue)) {
+      view.queue = data.queues.length ? data.queues[0].name : null;
+    }
+    $("queues").replaceChildren(...data.queues.map((q) => el("button", {
+      type: "button", class: q.name === view.queue ? "selected" : "", "data-queue": q.name,
+      onclick: () => { view.queue = q.name; view.offset = 0; view.detail = null; refresh(true); },
+    }, q.name + " · " + q.counts.waiting.toLocaleString() + " waiting · "
+      + q.counts.failed.toLocaleString() + " failed")));
+    const q = data.queues.find((x) => x.name === view.queue);
+    if (!q) return;
+    $("queue-title").textContent = q.name;
+    for (const state of STATES) $("count-" + state).textContent = q.counts[state].toLocaleString();
+    $("count-workers").textContent = q.workers;
+    $("oldest-age").textContent = q.oldest_waiting_age_s === null ? "–" : duration(q.oldest_waiting_age_s);
+    $("paused-badge").hidden = !q.paused;
+    $("pause-btn").textContent = q.paused ? "Resume" : "Pause";
+    $("pause-btn").dataset.paused = q.paused ? "1" : "0";
+    $("retry-all-btn").disabled = q.counts.failed === 0;
+    renderTabs(q.counts);
+  }
+
+  function renderTabs(counts) {
+    $("state-tabs").replaceChildren(...STATES.map((s) => el("button", {
+      type: "button", class: s === view.state ? "selected" : "", "data-state": s,
+      onclick: () => { view.state = s; view.offset = 0; refresh(false); },
+    }, s + " (" + counts[s].toLocaleString() + ")")));
+  }
+
+  // ------------------------------------------------------------------ jobs
+
+  function jobTime(job) {
+    switch (view.state) {
+      case "failed": case "completed": return ago(job.finished_at);
+      case "delayed": return "due " + (job.due_at ? new Date(job.due_at).toLocaleTimeString() : "?");
+      case "active": return "started " + ago(job.started_at);
+      default: return "added " + ago(job.created_at);
+    }
+  }
+
+  function jobActions(job) {
+    const buttons = [];
+    const act = (label, cls, fn) => el("button", { type: "button", class: "mutating " + cls,
+      onclick: async (ev) => {
+        ev.stopPropagation();
+        ev.target.disabled = true;
+        try { await fn(); say(label + " " + job.id + ": done"); }
+        catch (e) { say(label + " " + job.id + ": " + e.message, true); }
+        refresh(false);
+      } }, label);
+    if (job.state === "failed") buttons.push(act("Retry", "retry", () => api(jobPath(job.id) + "/retry", { method: "POST" })));
+    if (job.state === "delayed") buttons.push(act("Promote", "promote", () => api(jobPath(job.id) + "/promote", { method: "POST" })));
+    if (job.state !== "active") buttons.push(act("Remove", "remove", () => {
+      if (!confirm("Remove job " + job.id + "?")) return Promise.resolve();
+      return api(jobPath(job.id), { method: "DELETE" });
+    }));
+    return buttons;
+  }
+
+  function renderJobs(data) {
+    if (data.offset > 0 && data.offset >= data.total) view.offset = 0;  // the page emptied
+    $("time-col").textContent = { failed: "failed", completed: "finished", delayed: "due",
+      active: "running", waiting: "waiting" }[view.state];
+    const rows = data.jobs.map((job) => el("tr", { "data-job-id": job.id },
+      el("td", { class: "id", title: job.id, onclick: () => { view.detail = job.id; loadDetail(); } },
+        job.id.length > 28 ? job.id.slice(0, 27) + "…" : job.id),
+      el("td", {}, job.task || ""),
+      el("td", {}, job.attempts + "/" + job.max_attempts),
+      el("td", {}, jobTime(job)),
+      el("td", { class: job.error && view.state !== "completed" ? "err" : "", title: job.error || "" },
+        view.state === "active" && job.progress ? "progress " + job.progress
+          : (view.state === "completed" ? "" : (job.error || ""))),
+      el("td", { class: "actions" }, ...jobActions(job))));
+    replaceRows($("jobs-body"), rows, 6, "no " + view.state + " jobs");
+    const last = Math.min(data.offset + data.jobs.length, data.total);
+    $("page-info").textContent = data.total ? (data.offset + 1) + "–" + last + " of "
+      + data.total.toLocaleString() : "";
+    $("prev-page").disabled = data.offset === 0;
+    $("next-page").disabled = data.offset + PAGE >= data.total;
+    const newest = data.order === "newest";
+    $("prev-page").textContent = newest ? "‹ newer" : "‹ earlier";
+    $("next-page").textContent = newest ? "older ›" : "later ›";
+  }
+
+  async function loadDetail() {
+    if (!view.detail) { $("job-detail").hidden = true; return; }
+    let job;
+    try { job = await api(jobPath(view.detail)); }
+    catch (e) { say("job " + view.detail + ": " + e.message, true); view.detail = null; $("job-detail").hidden = true; return; }
+    $("job-detail").hidden = false;
+    $("detail-title").textContent = job.task + " · " + job.id;
+    const fields = [["state", job.state], ["attempts", job.attempts + " of " + job.max_attempts],
+      ["stalls", job.stalls], ["priority", job.priority], ["created", job.created_at],
+      ["started", job.started_at], ["finished", job.finished_at], ["due", job.due_at],
+      ["worker", job.worker]];
+    $("detail-fields").replaceChildren(...fields.flatMap(([k, v]) =>
+      [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]));
+    $("detail-error").textContent = job.error || "–";
+    $("detail-traceback").textContent = job.traceback || "–";
+    const shown = (c) => c.json + (c.truncated ? " … (" + c.size + " characters in all)" : "");
+    $("detail-args").textContent = "args: " + shown(job.args) + "\nkwargs: " + shown(job.kwargs)
+      + (job.payload_error ? "\n(cannot decode: " + job.payload_error + ")" : "");
+    $("detail-result").textContent = "result: " + shown(job.result) + "\nprogress: " + shown(job.progress);
+  }
+
+  // ----------------------------------------------------------------- chart
+
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  function renderChart(data) {
+    const series = data.series;
+    const W = 900, H = 180, L = 40, B = 20, T = 8;
+    const max = Math.max(1, ...series.map((m) => m.completed + m.failed));
+    const bw = (W - L) / series.length;
+    const root = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none",
+      role: "img", "aria-label": "jobs per minute" });
+    root.appendChild(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, class: "axis" }));
+    for (const frac of [0.5, 1]) {
+      const y = H - B - (H - B - T) * frac;
+      root.appendChild(svg("line", { x1: L, y1: y, x2: W, y2: y, class: "axis" }));
+      const label = svg("text", { x: 2, y: y + 4 });
+      label.textContent = String(Math.round(max * frac));
+      root.appendChild(label);
+    }
+    series.forEach((m, i) => {
+      const x = L + i * bw;
+      const hOk = (H - B - T) * m.completed / max;
+      const hBad = (H - B - T) * m.failed / max;
+      if (hOk > 0) {
+        const r = svg("rect", { x: x + 1, y: H - B - hOk, width: Math.max(bw - 2, 1), height: hOk, class: "ok" });
+        const t = svg("title", {}); t.textContent = new Date(m.minute * 60000).toLocaleTimeString()
+          + ": " + m.completed + " completed, " + m.failed + " failed, " + m.retried + " retried";
+        r.appendChild(t); root.appendChild(r);
+      }
+      if (hBad > 0) root.appendChild(svg("rect", { x: x + 1, y: H - B - hOk - hBad,
+        width: Math.max(bw - 2, 1), height: hBad, class: "bad" }));
+      if (i % 10 === 0) {
+        const label = svg("text", { x: x, y: H - 6 });
+        label.textContent = new Date(m.minute * 60000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        root.appendChild(label);
+      }
+    });
+    $("chart").replaceChildren(root);
+    $("window-summary").textContent = "· " + data.completed.toLocaleString() + " completed, "
+      + data.failed.toLocaleString() + " failed, " + data.retried.toLocaleString() + " retried, "
+      + data.stalled + " stalled · wait p50 " + ms(data.wait.p50_ms) + ", p99 " + ms(data.wait.p99_ms)
+      + " · run p50 " + ms(data.run.p50_ms) + ", p99 " + ms(data.run.p99_ms);
+  }
+
+  // -------------------------------------------------------- workers, schedules
+
+  function renderWorkers(data) {
+    const rows = data.workers.map((w) => el("tr", { "data-worker-id": w.id },
+      el("td", {}, w.id), el("td", {}, w.host), el("td", {}, w.pid),
+      el("td", {}, w.active + "/" + w.concurrency), el("td", {}, w.processed),
+      el("td", {}, w.failed), el("td", {}, duration(Math.max(data.now - w.heartbeat_at, 0)) + " ago")));
+    replaceRows($("workers-body"), rows, 7, "no live worker");
+  }
+
+  function renderSchedules(data) {
+    const rows = data.schedules.map((s) => el("tr", { "data-schedule": s.name },
+      el("td", {}, s.name), el("td", {}, s.task),
+      el("td", {}, s.cron ? s.cron + " (" + s.tz + ")" : "every " + duration(s.every_s)),
+      el("td", {}, s.next_run_at ? new Date(s.next_run_at).toLocaleString() : "ended"),
+      el("td", { title: s.last_error || "" }, (s.last_state || "–") + (s.runs ? " · " + s.runs + " runs" : "")),
+      el("td", { class: "actions" }, el("button", { type: "button", class: "mutating",
+        onclick: async () => {
+          try { const r = await api(qpath() + "/schedules/" + s.name.split("/").map(encodeURIComponent).join("/") + "/run", { method: "POST" });
+            say("schedule " + s.name + ": enqueued " + r.job_id); }
+          catch (e) { say("schedule " + s.name + ": " + e.message, true); }
+        } }, "Run now"))));
+    replaceRows($("schedules-body"), rows, 6, "no schedules");
+  }
+
+  // --------------------------------------------------------------- polling
+
+  let busy = false;
+  async function refresh(slow) {
+    if (busy) return;
+    busy = true;
+    try {
+      renderQueues(await api("api/queues"));
+      if (view.queue) {
+        const base = qpath();
+        const now = Date.now();
+        const tasks = [
+          api(base + "/jobs?state=" + view.state + "&offset=" + view.offset + "&limit=" + PAGE).then(renderJobs),
+          api(base + "/workers").then(renderWorkers),
+        ];
+        if (slow || now - view.lastSlow >= SLOW_POLL_MS) {
+          view.lastSlow = now;
+          tasks.push(api(base + "/metrics?minutes=60").then(renderChart));
+          if (view.schedules) tasks.push(api(base + "/schedules").then(renderSchedules));
+        }
+        if (view.detail) tasks.push(loadDetail());
+        await Promise.all(tasks);
+      }
+      if (!document.body.dataset.loadedMs) {
+        document.body.dataset.loadedMs = String(Math.round(performance.now()));
+      }
+      if (Date.now() > messageUntil) setStatus("live · " + new Date().toLocaleTimeString());
+    } catch (e) {
+      setStatus(e.message, true);
+    } finally {
+      busy = false;
+      document.body.dataset.loaded = "1";
+    }
+  }
+
+  $("prev-page").addEventListener("click", () => { view.offset = Math.max(0, view.offset - PAGE); refresh(false); });
+  $("next-page").addEventListener("click", () => { view.offset += PAGE; refresh(false); });
+  $("detail-close").addEventListener("click", () => { view.detail = null; $("job-detail").hidden = true; });
+  $("pause-btn").addEventListener("click", async () => {
+    const resume = $("pause-btn").dataset.paused === "1";
+    try { await api(qpath() + (resume ? "/resume" : "/pause"), { method: "POST" }); }
+    catch (e) { say(e.message, true); }
+    refresh(false);
+  });
+  $("retry-all-btn").addEventListener("click", async () => {
+    if (!confirm("Retry every failed job of " + view.queue + "?")) return;
+    try { const r = await api(qpath() + "/retry-failed", { method: "POST" }); say("retried " + r.retried + " job(s)"); }
+    catch (e) { say(e.message, true); }
+    refresh(false);
+  });
+
+  refresh(true);
+  setInterval(() => { if (!document.hidden) refresh(false); }, POLL_MS);
+})();

@@ -1,0 +1,175 @@
+"""Job states, the job record as read from Redis, and the Job handle."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+
+from .. import codec
+from ..errors import JobFailed, JobNotFound, ResultTimeout
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+R = TypeVar("R")
+
+
+class JobState(enum.StrEnum):
+    """A job's state; the values are the strings the Lua scripts write."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED})
+
+#: job hash fields read by :meth:`Job.info`, in order
+INFO_FIELDS = (
+    "task", "payload", "state", "priority", "attempts", "max_attempts", "stalls", "progress",
+    "result", "error", "traceback", "created", "started", "finished", "due", "worker",
+)
+
+
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one job's record."""
+
+    id: str
+    queue: str
+    task: str
+    state: JobState
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    priority: int
+    attempts: int
+    max_attempts: int
+    stalls: int
+    progress: Any = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    due_at: datetime | None = None
+    worker: str | None = None
+    payload_error: str | None = None  # set when the stored arguments cannot be decoded
+
+    @classmethod
+    def from_fields(cls, queue: str, job_id: str, values: list[bytes | None]) -> JobInfo:
+        f = dict(zip(INFO_FIELDS, values, strict=True))
+        args: list[Any] | None = None
+        kwargs: dict[str, Any] | None = None
+        payload_error = None
+        if f["payload"] is not None:
+            try:
+                args, kwargs = codec.decode_args(f["payload"])
+            except codec.DecodeError as e:
+                payload_error = str(e)
+        return cls(
+            id=job_id,
+            queue=queue,
+            task=_text(f["task"]) or "",
+            state=JobState(_text(f["state"]) or ""),
+            args=args,
+            kwargs=kwargs,
+            priority=_int(f["priority"]),
+            attempts=_int(f["attempts"]),
+            max_attempts=_int(f["max_attempts"]),
+            stalls=_int(f["stalls"]),
+            progress=_value(f["progress"]),
+            result=_value(f["result"]),
+            error=_text(f["error"]) or None,
+            traceback=_text(f["traceback"]) or None,
+            created_at=_time(f["created"]),
+            started_at=_time(f["started"]),
+            finished_at=_time(f["finished"]),
+            due_at=_time(f["due"]),
+            worker=_text(f["worker"]),
+            payload_error=payload_error,
+        )
+
+
+def _text(v: bytes | None) -> str | None:
+    return None if v is None else v.decode("utf-8", "replace")
+
+
+def _int(v: bytes | None) -> int:
+    return 0 if v is None else int(v)
+
+
+def _time(v: bytes | None) -> datetime | None:
+    if v is None or int(v) <= 0:
+        return None
+    return datetime.fromtimestamp(int(v) / 1000, tz=UTC)
+
+
+def _value(v: bytes | None) -> Any:
+    if v is None:
+        return None
+    try:
+        return codec.decode_value(v)
+    except codec.DecodeError:
+        return None
+
+
+class Job(Generic[R]):
+    """A handle on one job of a queue; cheap to make, reads Redis when asked."""
+
+    __slots__ = ("existed", "id", "queue")
+
+    def __init__(self, queue: Queue, job_id: str, *, existed: bool = False) -> None:
+        self.queue = queue
+        self.id = job_id
+        #: True when enqueue found a job with this id already (and changed nothing)
+        self.existed = existed
+
+    def __repr__(self) -> str:
+        return f"<Job {self.queue.name}/{self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and (other.queue.name, other.id) == (self.queue.name, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.queue.name, self.id))
+
+    async def info(self) -> JobInfo:
+        """The job's record; raises :class:`JobNotFound` when it does not exist."""
+        info = await self.queue.job_info(self.id)
+        if info is None:
+            raise JobNotFound(self.id, "info", "no such job (removed, or expired by retention)")
+        return info
+
+    async def state(self) -> JobState:
+        return (await self.info()).state
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait until the job finishes and return its result.
+
+        Woken by the queue's event stream (one listener per Queue, shared by all
+        waiters). Raises :class:`JobFailed` when the job failed for good,
+        :class:`ResultTimeout` after ``timeout`` seconds.
+        """
+        info = await self.queue.wait_finished(self.id, timeout)
+        if info is None:
+            raise ResultTimeout(f"job {self.id!r} did not finish within {timeout} s")
+        if info.state is JobState.FAILED:
+            raise JobFailed(self.id, info.error or "unknown error", info.traceback)
+        return info.result  # type: ignore[no-any-return]
+
+    async def retry(self) -> None:
+        """Put a failed job back to waiting with a fresh set of attempts."""
+        await self.queue.retry_jobs([self.id], strict=True)
+
+    async def remove(self) -> None:
+        """Delete the job; refused while it is active."""
+        await self.queue.remove_job(self.id)
+
+    async def promote(self) -> None:
+        """Make a delayed job run now."""
+        await self.queue.promote_job(self.id)

@@ -1,0 +1,396 @@
+"""The producer API: enqueue jobs, read them, wait for results, manage the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
+
+from .. import codec
+from ..connection import AnyRedis, blocking_client, check_client, client_from_url
+from ..errors import (
+    ConfigurationError,
+    InvalidJobId,
+    JobNotFound,
+    status_error,
+    wrap_redis_errors,
+)
+from ..keys import QueueKeys
+from ..options import MAX_JOB_ID_LENGTH, JobOptions, Retention
+from ..scripts import SCRIPTS, Batch
+from .events import Event, ResultListener, iterate
+from .job import FINISHED, INFO_FIELDS, Job, JobInfo, JobState
+from .task import Task, TaskCall
+
+if TYPE_CHECKING:
+    from ..schedules.store import Schedules
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_EVENTS_MAXLEN: Final = 10_000
+_CHUNK = 500  # jobs per add_jobs call in a bulk enqueue
+_BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+_STATE_KEYS = {
+    JobState.WAITING: "wait",
+    JobState.DELAYED: "delayed",
+    JobState.ACTIVE: "active",
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+}
+
+
+class _JobIds:
+    """Job ids made by the producer, so that a retried enqueue is idempotent: a random
+    64-bit prefix per process (renewed in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_urlsafe(8)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+new_job_id = _JobIds()
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidJobId(f"a job id must be a non-empty string, got {job_id!r}")
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise InvalidJobId(
+            f"a job id may have at most {MAX_JOB_ID_LENGTH} characters, got {len(job_id)}"
+        )
+    if _BAD_ID.search(job_id):
+        raise InvalidJobId(f"a job id may not contain whitespace or control characters: {job_id!r}")
+    return job_id
+
+
+class Queue:
+    """A named queue on Redis. Owns no connection unless made with :meth:`from_url`.
+
+    ``defaults`` are job options used where neither the job nor its task says
+    otherwise; ``retention`` bounds the finished jobs kept (applied by workers).
+    """
+
+    def __init__(
+        self,
+        client: AnyRedis,
+        *,
+        name: str,
+        defaults: JobOptions | None = None,
+        retention: Retention | None = None,
+        events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+    ) -> None:
+        check_client(client)
+        if events_maxlen < 100:
+            raise ConfigurationError("events_maxlen must be at least 100")
+        if defaults is not None and (
+            defaults.job_id is not None or defaults.delay_s is not None
+            or defaults.run_at is not None
+        ):
+            raise ConfigurationError("queue defaults cannot set job_id, delay_s or run_at")
+        self.client = client
+        self.keys = QueueKeys.for_queue(name)
+        self.name = name
+        self.defaults = defaults or JobOptions()
+        self.retention = retention or Retention()
+        self.events_maxlen = events_maxlen
+        self._owns_client = False
+        self._blocking: AnyRedis | None = None
+        self._listener: ResultListener | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, name: str, **kwargs: Any) -> Queue:
+        """A queue with its own connection pool to ``url``; close it (or use ``async with``)."""
+        client_kwargs = kwargs.pop("client_kwargs", {})
+        queue = cls(client_from_url(url, **client_kwargs), name=name, **kwargs)
+        queue._owns_client = True
+        return queue
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name}>"
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the result listener and close the connections this queue owns."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            await self._listener.close()
+        if self._blocking is not None and self._blocking is not self.client:
+            await self._blocking.aclose()
+        if self._owns_client:
+            await self.client.aclose()
+
+    def blocking_client(self) -> AnyRedis:
+        """A client on its own small pool, for blocking reads."""
+        if self._blocking is None:
+            self._blocking = blocking_client(self.client)
+        return self._blocking
+
+    # ----------------------------------------------------------------- enqueue
+
+    @overload
+    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+    @overload
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+    async def enqueue(self, task: Task[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Enqueue one job and return its handle (the existing job's when its id exists).
+
+        ``enqueue(send_email, "a@b.c", subject="hi")`` checks the arguments against
+        the function now. Options come from ``send_email.options(delay_s=5)``; when
+        enqueueing by name, ``options=JobOptions(...)`` is the one reserved keyword.
+        """
+        if isinstance(task, Task):
+            call: TaskCall[Any] = task.call(*args, **kwargs)
+        elif isinstance(task, str):
+            options = kwargs.pop("options", None)
+            if options is not None and not isinstance(options, JobOptions):
+                raise ConfigurationError(
+                    f"options must be JobOptions, not {type(options).__name__}"
+                )
+            call = TaskCall(task, args, kwargs, options)
+        else:
+            raise ConfigurationError(f"enqueue needs a Task or a task name, not {task!r}")
+        return (await self.enqueue_many([call]))[0]
+
+    async def enqueue_many(self, calls: Iterable[TaskCall[Any]]) -> list[Job[Any]]:
+        """Enqueue many jobs in one round trip; each job is added whole or not at all.
+
+        Calls are grouped in chunks of 500 jobs, one atomic script call per chunk.
+        Returns one handle per call, in order (an existing id yields the existing job).
+        """
+        argv_rows: list[list[Any]] = []
+        ids: list[str] = []
+        for call in calls:
+            ids.append(self._job_argv(call, argv_rows))
+        if not ids:
+            return []
+        batch = Batch()
+        head = [self.keys.job_prefix, self.events_maxlen]
+        script = SCRIPTS["add_jobs"]
+        keys = script.keys_of(self.keys)
+        for start in range(0, len(argv_rows), _CHUNK):
+            batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK])])
+        with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
+            results = await batch.execute(self.client)
+        jobs: list[Job[Any]] = []
+        statuses = [s for chunk in results for s in chunk]
+        for job_id, status in zip(ids, statuses, strict=True):
+            jobs.append(Job(self, job_id, existed=status == 0))
+        return jobs
+
+    def _job_argv(self, call: TaskCall[Any], out: list[list[Any]]) -> str:
+        if call.task is not None:
+            call.task.check_arguments(call.args, call.kwargs)
+        opts = call.options.merged_over(self.defaults)
+        job_id = new_job_id() if opts.job_id is None else check_job_id(opts.job_id)
+        payload = codec.encode_args(call.name, call.args, call.kwargs)
+        delay_ms = -1 if opts.delay_s is None else int(opts.delay_s * 1000)
+        due_at_ms = -1 if opts.run_at is None else int(opts.run_at.timestamp() * 1000)
+        stored = JobOptions(backoff=opts.backoff, timeout_s=opts.timeout_s,
+                            retention=opts.retention)
+        out.append([job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
+                    opts.attempts or 1, delay_ms, due_at_ms])
+        return job_id
+
+    # ------------------------------------------------------------------ reading
+
+    def job(self, job_id: str) -> Job[Any]:
+        """A handle on a job by id (nothing is read until you ask)."""
+        return Job(self, check_job_id(job_id))
+
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        """The job's record, or None when there is no such job."""
+        with wrap_redis_errors(f"read job {job_id!r}"):
+            values: list[bytes | None] = await self.client.hmget(  # type: ignore[assignment]
+                self.keys.job(job_id), INFO_FIELDS
+            )
+        if values[2] is None:
+            return None
+        return JobInfo.from_fields(self.name, job_id, values)
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+        pipe = self.client.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zcard(getattr(self.keys, _STATE_KEYS[state]))
+        with wrap_redis_errors(f"count jobs of queue {self.name!r}"):
+            values = await pipe.execute()
+        return dict(zip(JobState, values, strict=True))
+
+    async def job_ids(self, state: JobState, *, offset: int = 0, limit: int = 100,
+                      newest_first: bool = False) -> list[str]:
+        """Ids of jobs in one state, a page at a time (waiting: in run order)."""
+        if offset < 0 or not 1 <= limit <= 1000:
+            raise ConfigurationError("offset must be >= 0 and limit between 1 and 1000")
+        key = getattr(self.keys, _STATE_KEYS[JobState(state)])
+        with wrap_redis_errors(f"list {state} jobs of queue {self.name!r}"):
+            ids: list[bytes] = await self.client.zrange(  # type: ignore[assignment]
+                key, offset, offset + limit - 1, desc=newest_first
+            )
+        return [i.decode() for i in ids]
+
+    async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None:
+        """Wait until the job is completed or failed; None on timeout."""
+        if timeout is not None and timeout <= 0:  # just look
+            now = await self.job_info(job_id)
+            if now is None:
+                raise JobNotFound(job_id, "result", "no such job (removed, or expired)")
+            return now if now.state in FINISHED else None
+        if self._listener is None:
+            self._listener = ResultListener(
+                self.blocking_client(), self.keys.events, self._job_infos,
+                lambda info: info.state in FINISHED,
+            )
+        listener = self._listener
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                with wrap_redis_errors(f"wait for job {job_id!r}"):
+                    await listener.start()
+            remaining = None if deadline is None else max(deadline - loop.time(), 0)
+            with wrap_redis_errors(f"wait for job {job_id!r}"):
+                info: JobInfo | None = await listener.wait(job_id, remaining)
+        except TimeoutError:
+            return None
+        if info is None:
+            raise JobNotFound(job_id, "result", "no such job (removed, or expired)")
+        return info
+
+    async def _job_infos(self, job_ids: list[str]) -> list[JobInfo | None]:
+        """Records of many jobs in one round trip (None for a missing job)."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), INFO_FIELDS)
+        rows = await pipe.execute()
+        return [None if row[2] is None else JobInfo.from_fields(self.name, job_id, row)
+                for job_id, row in zip(job_ids, rows, strict=True)]
+
+    def events(self, since: str = "$") -> AsyncIterator[Event]:
+        """Iterate over the queue's events from ``since`` ("$": new ones; "0": all kept)."""
+        return iterate(self.blocking_client(), self.keys.events, since)
+
+    async def is_paused(self) -> bool:
+        with wrap_redis_errors(f"read queue {self.name!r}"):
+            return bool(await self.client.hexists(self.keys.meta, "paused"))
+
+    # ------------------------------------------------------------------ changes
+
+    async def _job_script(self, name: str, job_id: str, operation: str) -> None:
+        script = SCRIPTS[name]
+        with wrap_redis_errors(f"{operation} job {job_id!r}"):
+            status = await script(self.client, script.keys_of(self.keys),
+                                  [self.keys.job_prefix, self.events_maxlen, job_id])
+        error = status_error(int(status), job_id, operation)
+        if error is not None:
+            raise error
+
+    async def remove_job(self, job_id: str) -> None:
+        await self._job_script("remove_job", job_id, "remove")
+
+    async def promote_job(self, job_id: str) -> None:
+        await self._job_script("promote_job", job_id, "promote")
+
+    async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
+        """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
+        that is missing or not failed raises instead of being skipped."""
+        script = SCRIPTS["retry_jobs"]
+        with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
+            statuses = await script(self.client, script.keys_of(self.keys),
+                                    [self.keys.job_prefix, self.events_maxlen, *job_ids])
+        if strict:
+            for job_id, status in zip(job_ids, statuses, strict=True):
+                error = status_error(int(status), job_id, "retry")
+                if error is not None:
+                    raise error
+        return sum(1 for s in statuses if s == 1)
+
+    async def retry_failed(self) -> int:
+        """Put every failed job back to waiting; returns how many."""
+        with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
+            total = await self.client.zcard(self.keys.failed)
+        retried = 0
+        for _ in range(total // 500 + 2):  # bounded: an id that cannot move stays put
+            ids = await self.job_ids(JobState.FAILED, limit=500)
+            if not ids:
+                break
+            retried += await self.retry_jobs(ids)
+        return retried
+
+    async def pause(self) -> None:
+        """Workers stop taking jobs from this queue (running ones finish); enqueue goes on."""
+        with wrap_redis_errors(f"pause queue {self.name!r}"):
+            await self.client.hset(self.keys.meta, "paused", 1)
+
+    async def resume(self) -> None:
+        with wrap_redis_errors(f"resume queue {self.name!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(self.keys.meta, "paused")
+            pipe.zadd(self.keys.marker, {"w": 0})
+            await pipe.execute()
+
+    async def drain(self) -> int:
+        """Delete every waiting and delayed job; returns how many."""
+        return await self._loop_script("drain_queue", [])
+
+    async def obliterate(self, *, force: bool = False) -> int:
+        """Delete the whole queue: jobs of every state, events, settings, schedules,
+        metrics, worker records. Refused while jobs are active unless ``force``.
+        Returns the number of jobs deleted."""
+        deleted = await self._loop_script("obliterate_queue", ["1" if force else "0"])
+        with wrap_redis_errors(f"obliterate {self.name!r}"):  # what is left: a few keys
+            rest = [k async for k in self.client.scan_iter(match=self.keys.base + "*",
+                                                            count=1000)]
+            for start in range(0, len(rest), 500):
+                await self.client.delete(*rest[start:start + 500])
+        return deleted
+
+    async def _loop_script(self, name: str, extra: list[Any]) -> int:
+        script = SCRIPTS[name]
+        keys = script.keys_of(self.keys)
+        total = 0
+        while True:
+            with wrap_redis_errors(f"{name} {self.name!r}"):
+                n = int(await script(self.client, keys, [self.keys.job_prefix, 1000, *extra]))
+            if n < 0:
+                error = status_error(n, "*", name.replace("_queue", ""))
+                assert error is not None
+                raise error
+            if n == 0:
+                return total
+            total += n
+
+    @property
+    def schedules(self) -> Schedules:
+        """This queue's schedules: ``upsert``, ``remove``, ``list``, ``run_now``
+        (see docs/schedules.md)."""
+        from ..schedules.store import Schedules
+
+        return Schedules(self)
+
+    async def now(self) -> datetime:
+        """Redis's clock (the one that decides due jobs and leases)."""
+        from datetime import UTC
+        with wrap_redis_errors("read Redis TIME"):
+            seconds, micros = await self.client.time()
+        return datetime.fromtimestamp(seconds + micros / 1e6, tz=UTC)

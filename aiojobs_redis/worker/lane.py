@@ -1,0 +1,266 @@
+"""One queue served by a worker: the fetch loop, outcome batching, the idle wait.
+
+Steady state: every round trip completes (or fails) all the jobs that finished
+since the last one and fetches as many new jobs as there are free slots, in one
+pipeline. When the queue is empty, one blocking BZPOPMIN on the queue's marker
+(a separate connection) wakes the lane when a job is added, or when the next
+delayed job is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .. import codec
+from ..ops.metrics import add_outcomes
+from ..options import Retention
+from ..scripts import SCRIPTS, Batch
+from .context import JobContext
+from .execution import FetchedJob, Outcome
+
+if TYPE_CHECKING:
+    from ..producer.queue import Queue
+    from .worker import Worker
+
+log = logging.getLogger("aiojobs_redis.worker")
+
+_MAX_IDLE_BLOCK_S = 5.0
+_PROMOTE_LIMIT = 1000
+_MAX_FETCH = 1000
+_GROUP = {"complete_jobs": 3, "fail_jobs": 5}
+
+
+class Running:
+    """A job this lane is running."""
+
+    __slots__ = ("job", "lost", "returned", "task")
+
+    def __init__(self, job: FetchedJob) -> None:
+        self.job = job
+        self.task: asyncio.Task[None] | None = None
+        self.lost = False  # the lease was lost: drop the outcome
+        self.returned = False  # handed back at shutdown: drop the outcome
+
+
+def _retention_args(retention: Retention, ok: bool) -> tuple[int, int]:
+    count = retention.completed_count if ok else retention.failed_count
+    age = retention.completed_age_s if ok else retention.failed_age_s
+    return (-1 if count is None else count, -1 if age is None else int(age * 1000))
+
+
+class Lane:
+    def __init__(self, worker: Worker, queue: Queue, *, burst: bool = False) -> None:
+        self.worker = worker
+        self.burst = burst  # end when the queue has nothing waiting, delayed or running
+        self.queue = queue
+        self.running: dict[str, Running] = {}
+        self.outcomes: list[Outcome] = []
+        self.wake = asyncio.Event()
+        self.idle = False  # the last fetch found the queue empty
+        self.next_due_ms = -1
+        self.fetching = True
+        self._waker: asyncio.Task[None] | None = None
+        self._outage = False
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self) -> None:
+        worker = self.worker
+        while True:
+            want = 0
+            if self.fetching and not worker.stopping:
+                if self.idle and self._waker is not None and self._waker.done():
+                    self._waker = None
+                    self.idle = False
+                if not self.idle:
+                    want = worker.reserve(self, _MAX_FETCH)
+            if want == 0 and not self.outcomes:
+                if worker.stopping and not self.running:
+                    break
+                if self.idle and self._waker is None and self.fetching and not worker.stopping \
+                        and worker.free_slots() > 0:
+                    self._waker = asyncio.create_task(self._wait_for_work())
+                await self.wake.wait()
+                self.wake.clear()
+                continue
+            try:
+                flushed = bool(self.outcomes)
+                got = await self._round_trip(want)
+                if self.burst:
+                    if want and not got and not self.running and not self.outcomes \
+                            and self.next_due_ms < 0:
+                        break
+                    if flushed:
+                        self.idle = False  # look again: a retry may have made work
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                worker.release(want)
+                await self._outage_pause(f"Redis unreachable: {e}")
+            except ResponseError as e:
+                worker.release(want)
+                await self._outage_pause(f"Redis refused a command: {e}")
+        await self.stop_waker()
+
+    async def _outage_pause(self, reason: str) -> None:
+        if not self._outage:
+            self._outage = True
+            log.error("queue %s: %s; retrying with backoff (logged once per outage)",
+                      self.queue.name, reason)
+        await self.worker.backoff.sleep()
+
+    async def _round_trip(self, want: int) -> int:
+        """Report outcomes and fetch up to ``want`` jobs; returns how many were fetched."""
+        q = self.queue
+        k = q.keys
+        outcomes, self.outcomes = self.outcomes, []
+        batch = Batch()
+        groups: dict[tuple[str, tuple[int, int]], list[Outcome]] = {}
+        for o in outcomes:
+            retention = _retention_args(o.retention or q.retention, o.ok)
+            groups.setdefault(("complete_jobs" if o.ok else "fail_jobs", retention), []).append(o)
+        sent: list[tuple[int, list[Outcome], str]] = []
+        for (name, (keep_count, keep_age)), group in groups.items():
+            if name == "complete_jobs":
+                rows: list[tuple[Any, ...]] = [(o.job.id, o.job.token, o.value) for o in group]
+            else:
+                rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
+                        for o in group]
+            args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
+            script = SCRIPTS[name]
+            sent.append((batch.add(script, script.keys_of(k), args), group, name))
+        add_outcomes(batch, q, outcomes)  # metrics ride in the same round trip
+        fetch_at = -1
+        if want:
+            fetch = SCRIPTS["fetch_jobs"]
+            fetch_at = batch.add(fetch, fetch.keys_of(k), [
+                k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
+                secrets.token_hex(6), _PROMOTE_LIMIT,
+            ])
+        try:
+            results = await batch.execute(q.client)
+        except BaseException:
+            self.outcomes[:0] = outcomes  # keep them for the next try
+            raise
+        if self._outage:
+            self._outage = False
+            log.warning("queue %s: Redis is back", q.name)
+        self.worker.backoff.reset()
+        for index, group, name in sent:
+            for o, status in zip(group, results[index], strict=True):
+                self._log_outcome(o, int(status), name)
+        if fetch_at >= 0:
+            reply = results[fetch_at]
+            self.next_due_ms = int(reply[0])
+            width = FetchedJob.WIDTH
+            got = (len(reply) - 1) // width
+            self.worker.release(want - got)
+            self.idle = got < want
+            for i in range(1, len(reply), width):
+                self._start(FetchedJob(*reply[i:i + width]))
+            return got
+        return 0
+
+    def _log_outcome(self, o: Outcome, status: int, script: str) -> None:
+        job = o.job
+        if status == 1:
+            self.worker.count_outcome(o.ok)
+        if status == 1 and o.ok:
+            log.info("← %s %s:%s completed", self.queue.name, job.task, job.id)
+        elif status == 1:
+            log.warning("✗ %s %s:%s failed for good after attempt %d: %s", self.queue.name,
+                        job.task, job.id, job.attempt, o.error)
+        elif status == 2:
+            log.info("↻ %s %s:%s attempt %d failed, retrying in %d ms: %s", self.queue.name,
+                     job.task, job.id, job.attempt, o.retry_delay_ms, o.error)
+        elif status == -2:
+            log.warning("%s %s:%s: lease lost, the outcome of this attempt is dropped"
+                        " (another worker owns the job now)", self.queue.name, job.task, job.id)
+        elif status == -1:
+            log.warning("%s %s:%s: the job vanished before its outcome was recorded",
+                        self.queue.name, job.task, job.id)
+
+    # --------------------------------------------------------------- the jobs
+
+    def _start(self, job: FetchedJob) -> None:
+        log.info("→ %s %s:%s attempt %d", self.queue.name, job.task, job.id, job.attempt)
+        entry = Running(job)
+        self.running[job.id] = entry
+        entry.task = asyncio.create_task(self._run_job(entry), name=f"ajr-job:{job.id}")
+
+    async def _run_job(self, entry: Running) -> None:
+        job = entry.job
+        worker = self.worker
+        ctx = JobContext(id=job.id, queue=self.queue, task=job.task, attempt=job.attempt,
+                         max_attempts=job.max_attempts, token=job.token, worker=worker.context)
+        try:
+            outcome = await worker.executor.run(job, ctx)
+        except asyncio.CancelledError:
+            outcome = None
+        except BaseException:  # last line of defence
+            log.exception("job %s: internal error while running it", job.id)
+            outcome = None
+        finally:
+            del self.running[job.id]
+            worker.release(1)
+        if outcome is not None and not entry.lost and not entry.returned:
+            self.outcomes.append(outcome)
+        self.wake.set()
+
+    def mark_lost(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            entry = self.running.get(job_id)
+            if entry is not None and entry.task is not None:
+                log.warning("%s %s:%s: lease lost; cancelling the handler", self.queue.name,
+                            entry.job.task, job_id)
+                entry.lost = True
+                entry.task.cancel()
+
+    async def hand_back(self) -> None:
+        """Cancel the running jobs and put them back to waiting at once (shutdown)."""
+        entries = [e for e in self.running.values() if e.task is not None]
+        if not entries:
+            return
+        for e in entries:
+            e.returned = True
+            assert e.task is not None
+            e.task.cancel()
+        await asyncio.gather(*(e.task for e in entries if e.task is not None),
+                             return_exceptions=True)
+        q = self.queue
+        k = q.keys
+        args: list[Any] = [k.job_prefix, q.events_maxlen]
+        for e in entries:
+            args += (e.job.id, e.job.token)
+        script = SCRIPTS["return_jobs"]
+        statuses = await script(q.client, script.keys_of(k), args)
+        returned = sum(1 for s in statuses if s == 1)
+        log.warning("queue %s: handed %d unfinished job(s) back to waiting", q.name, returned)
+
+    # -------------------------------------------------------------- idle wait
+
+    async def _wait_for_work(self) -> None:
+        """Block until a job is added (marker) or the next delayed job is due."""
+        timeout = _MAX_IDLE_BLOCK_S
+        if self.next_due_ms >= 0:
+            timeout = min(timeout, self.next_due_ms / 1000)
+        try:
+            if timeout > 0.0005:
+                await self.queue.blocking_client().bzpopmin(
+                    [self.queue.keys.marker], max(round(timeout, 3), 0.001)
+                )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            await self._outage_pause(f"Redis unreachable: {e}")
+        finally:
+            self.wake.set()
+
+    async def stop_waker(self) -> None:
+        if self._waker is not None:
+            self._waker.cancel()
+            await asyncio.gather(self._waker, return_exceptions=True)
+            self._waker = None
