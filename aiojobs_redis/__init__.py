@@ -41,8 +41,9 @@ from .producer.events import Event
 from .producer.job import Job, JobInfo, JobState
 from .producer.queue import Queue
 from .producer.task import Task, TaskCall, task
-from .schedules.spec import CatchUp, Schedule, next_fire, prev_fire
+from .schedules.spec import CatchUp, Schedule
 from .schedules.store import ScheduleInfo, Schedules, Upserted
+from .schedules.ticks import next_fire, prev_fire
 from .worker.context import JobContext, WorkerContext, current_job
 from .worker.worker import Worker, WorkerState
 

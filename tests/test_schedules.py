@@ -22,7 +22,7 @@ from aiojobs_redis import (
     Worker,
     task,
 )
-from aiojobs_redis.schedules.spec import jitter_ms, next_tick_ms, tick_job_id
+from aiojobs_redis.schedules.ticks import jitter_ms, next_tick_ms, tick_job_id
 
 from .conftest import wait_until
 from .test_worker import running

@@ -18,8 +18,8 @@ from aiojobs_redis import (
     prev_fire,
     task,
 )
-from aiojobs_redis.schedules.spec import (
-    ScheduleDef,
+from aiojobs_redis.schedules.spec import ScheduleDef
+from aiojobs_redis.schedules.ticks import (
     first_tick,
     jitter_ms,
     plan,

@@ -24,7 +24,8 @@ from ..options import JobOptions
 from ..producer.job import Job, JobState
 from ..producer.task import TaskCall
 from ..scripts import SCRIPTS
-from .spec import CatchUp, Schedule, ScheduleDef, first_tick, plan, tick_job_id
+from .spec import CatchUp, Schedule, ScheduleDef
+from .ticks import first_tick, plan, tick_job_id
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
