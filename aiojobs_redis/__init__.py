@@ -38,12 +38,13 @@ from .ops.alerts import (
 from .ops.registry import WorkerInfo, live_workers
 from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 from .producer.events import Event
-from .producer.job import Job, JobInfo, JobState
+from .producer.job import Job, JobInfo
 from .producer.queue import Queue
 from .producer.task import Task, TaskCall, task
 from .schedules.spec import CatchUp, Schedule
 from .schedules.store import ScheduleInfo, Schedules, Upserted
 from .schedules.ticks import next_fire, prev_fire
+from .states import JobState
 from .worker.context import JobContext, WorkerContext, current_job
 from .worker.worker import Worker, WorkerState
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..options import FixedBackoff
-from ..producer.job import JobState
 from ..producer.queue import Queue
 from ..producer.task import TaskCall, task
+from ..states import JobState
 from ..worker.context import current_job
 from ..worker.worker import Worker
 

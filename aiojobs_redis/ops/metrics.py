@@ -31,8 +31,8 @@ import msgspec
 from ..connection import AnyRedis
 from ..errors import wrap_redis_errors
 from ..keys import QueueKeys
-from ..producer.job import JobState
 from ..scripts import SCRIPTS, Batch
+from ..states import STATE_SETS, state_keys
 from .registry import WorkerInfo, live_workers
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ _INDEX: Final = {name: i for i, name in enumerate(LAYOUT)}
 _WAIT0: Final = _INDEX["wait:0"]
 _RUN0: Final = _INDEX["run:0"]
 
-STATE_KEYS: Final = {
-    JobState.WAITING: "wait", JobState.DELAYED: "delayed", JobState.ACTIVE: "active",
-    JobState.COMPLETED: "completed", JobState.FAILED: "failed",
-}
 
 
 def bucket_of(ms: float) -> int:
@@ -315,23 +311,28 @@ async def snapshot(queue: Queue) -> Snapshot:
     round trips (plus the worker registry), whatever the size of the queue."""
     k = queue.keys
     pipe = queue.client.pipeline(transaction=False)
-    for state in JobState:
-        pipe.zcard(getattr(k, STATE_KEYS[state]))
+    for key in state_keys(k):
+        pipe.zcard(key)
     pipe.hexists(k.meta, "paused")
     pipe.zrange(k.wait, 0, 0)
     pipe.time()
     pipe.hgetall(k.metrics_total)
     with wrap_redis_errors(f"read queue {queue.name!r}"):
         replies, workers = await asyncio.gather(pipe.execute(), live_workers(queue.client, k))
-        counts = {str(s): int(n) for s, n in zip(JobState, replies[:5], strict=True)}
-        paused, head, (sec, micros), totals = replies[5:]
+        n = len(STATE_SETS)
+        counts = {str(s): int(c) for s, c in zip(STATE_SETS, replies[:n], strict=True)}
+        paused, head, (sec, micros), totals = replies[n:]
         now_ms = int(sec) * 1000 + int(micros) // 1000
         age: float | None = None
         if head:
-            fields: Any = await queue.client.hmget(k.job(head[0].decode()), ["created", "due"])
-            created, due = fields
-            if created is not None:
-                since = max(int(created), int(due or -1))
-                age = max(now_ms - since, 0) / 1000
+            # waiting since it became runnable: its 'ready' stamp (a retried, promoted or
+            # recovered job's wait starts again then), else since it was created or due
+            fields: Any = await queue.client.hmget(k.job(head[0].decode()),
+                                                   ["ready", "created", "due"])
+            ready, created, due = fields
+            if ready is not None:
+                age = max(now_ms - int(ready), 0) / 1000
+            elif created is not None:
+                age = max(now_ms - max(int(created), int(due or -1)), 0) / 1000
     return Snapshot(queue=queue.name, counts=counts, paused=bool(paused), workers=workers,
                     oldest_waiting_age_s=age, now_ms=now_ms, totals=_totals(totals))

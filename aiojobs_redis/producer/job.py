@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -10,24 +9,13 @@ import msgspec
 
 from .. import codec
 from ..errors import JobFailed, JobNotFound, ResultTimeout
+from ..states import JobState
 
 if TYPE_CHECKING:
     from .queue import Queue
 
 R = TypeVar("R")
 
-
-class JobState(enum.StrEnum):
-    """A job's state; the values are the strings the Lua scripts write."""
-
-    WAITING = "waiting"
-    DELAYED = "delayed"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 #: job hash fields read by :meth:`Job.info`, in order
 INFO_FIELDS = (

@@ -23,8 +23,9 @@ from ..errors import (
 from ..keys import QueueKeys
 from ..options import MAX_JOB_ID_LENGTH, JobOptions, Retention
 from ..scripts import SCRIPTS, Batch
+from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
-from .job import FINISHED, INFO_FIELDS, Job, JobInfo, JobState
+from .job import INFO_FIELDS, Job, JobInfo
 from .task import Task, TaskCall
 
 if TYPE_CHECKING:
@@ -36,13 +37,6 @@ R = TypeVar("R")
 DEFAULT_EVENTS_MAXLEN: Final = 10_000
 _CHUNK = 500  # jobs per add_jobs call in a bulk enqueue
 _BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
-_STATE_KEYS = {
-    JobState.WAITING: "wait",
-    JobState.DELAYED: "delayed",
-    JobState.ACTIVE: "active",
-    JobState.COMPLETED: "completed",
-    JobState.FAILED: "failed",
-}
 
 
 class _JobIds:
@@ -231,18 +225,18 @@ class Queue:
     async def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state."""
         pipe = self.client.pipeline(transaction=False)
-        for state in JobState:
-            pipe.zcard(getattr(self.keys, _STATE_KEYS[state]))
+        for key in state_keys(self.keys):
+            pipe.zcard(key)
         with wrap_redis_errors(f"count jobs of queue {self.name!r}"):
             values = await pipe.execute()
-        return dict(zip(JobState, values, strict=True))
+        return dict(zip(STATE_SETS, values, strict=True))
 
     async def job_ids(self, state: JobState, *, offset: int = 0, limit: int = 100,
                       newest_first: bool = False) -> list[str]:
         """Ids of jobs in one state, a page at a time (waiting: in run order)."""
         if offset < 0 or not 1 <= limit <= 1000:
             raise ConfigurationError("offset must be >= 0 and limit between 1 and 1000")
-        key = getattr(self.keys, _STATE_KEYS[JobState(state)])
+        key = state_key(self.keys, JobState(state))
         with wrap_redis_errors(f"list {state} jobs of queue {self.name!r}"):
             ids: list[bytes] = await self.client.zrange(  # type: ignore[assignment]
                 key, offset, offset + limit - 1, desc=newest_first

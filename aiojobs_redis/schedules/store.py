@@ -21,9 +21,10 @@ import msgspec
 from .. import codec
 from ..errors import ConfigurationError, ScheduleNotFound, wrap_redis_errors
 from ..options import JobOptions
-from ..producer.job import Job, JobState
+from ..producer.job import Job
 from ..producer.task import TaskCall
 from ..scripts import SCRIPTS
+from ..states import JobState
 from .spec import CatchUp, Schedule, ScheduleDef
 from .ticks import first_tick, plan, tick_job_id
 

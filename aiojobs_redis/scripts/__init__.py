@@ -114,8 +114,8 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "read_jobs",
-        ("wait", "delayed", "active", "completed", "failed"),
-        ("job_prefix", "state_index", "offset", "limit", "newest_first", "cap"),
+        ("state_set",),
+        ("job_prefix", "offset", "limit", "newest_first", "cap"),
         ("field",),
     ),
 )

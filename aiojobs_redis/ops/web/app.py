@@ -37,13 +37,13 @@ from ...errors import (
     RedisUnavailable,
     wrap_redis_errors,
 )
-from ...producer.job import JobInfo, JobState
+from ...producer.job import JobInfo
 from ...producer.queue import Queue, check_job_id
 from ...scripts import SCRIPTS
+from ...states import JobState, state_key
 from .. import metrics
 from ..registry import live_workers
 from .openapi import openapi_document
-
 
 MAX_PAGE: Final = 200
 DEFAULT_PAGE: Final = 20
@@ -53,7 +53,6 @@ TRACEBACK_CAP: Final = 65_536
 _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
                        "started", "finished", "due", "error", "worker", "progress")
 _FIELD_CAP: Final = 1024  # bytes of each field read for a job list
-_STATE_INDEX: Final = {state: i for i, state in enumerate(JobState, start=1)}
 _MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 AuthCheck = Callable[[Request], Awaitable[bool] | bool]
@@ -207,8 +206,8 @@ class Api:
                            f"order must be 'newest' or 'oldest', got {order!r}")
         script = SCRIPTS["read_jobs"]
         with wrap_redis_errors(f"list {state} jobs of {q.name!r}"):
-            reply: list[Any] = await script(q.client, script.keys_of(q.keys), [
-                q.keys.job_prefix, _STATE_INDEX[state], offset, limit,
+            reply: list[Any] = await script(q.client, [state_key(q.keys, state)], [
+                q.keys.job_prefix, offset, limit,
                 1 if order == "newest" else 0, _FIELD_CAP, *_LIST_FIELDS])
         width = 1 + len(_LIST_FIELDS)
         jobs = []
