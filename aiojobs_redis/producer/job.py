@@ -1,18 +1,16 @@
-"""Job states, the job record as read from Redis, and the Job handle."""
+"""The job record as read from Redis (JobInfo) and the Job handle."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from .. import codec
 from ..errors import JobFailed, JobNotFound, ResultTimeout
 from ..states import JobState
-
-if TYPE_CHECKING:
-    from .queue import Queue
 
 R = TypeVar("R")
 
@@ -106,12 +104,25 @@ def _value(v: bytes | None) -> Any:
         return None
 
 
+class JobSource(Protocol):
+    """What a :class:`Job` handle needs of its queue (a :class:`~.queue.Queue` is one):
+    the job module does not import the queue module."""
+
+    @property
+    def name(self) -> str: ...
+    async def job_info(self, job_id: str) -> JobInfo | None: ...
+    async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None: ...
+    async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int: ...
+    async def remove_job(self, job_id: str) -> None: ...
+    async def promote_job(self, job_id: str) -> None: ...
+
+
 class Job(Generic[R]):
     """A handle on one job of a queue; cheap to make, reads Redis when asked."""
 
     __slots__ = ("existed", "id", "queue")
 
-    def __init__(self, queue: Queue, job_id: str, *, existed: bool = False) -> None:
+    def __init__(self, queue: JobSource, job_id: str, *, existed: bool = False) -> None:
         self.queue = queue
         self.id = job_id
         #: True when enqueue found a job with this id already (and changed nothing)

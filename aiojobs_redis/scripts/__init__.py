@@ -121,6 +121,14 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
 )
 
 
+#: scripts that must see the sorted set of every job state (aiojobs_redis/states.py),
+#: with the sets each leaves out on purpose; a test checks their KEYS against the table
+SEES_EVERY_STATE: Final[dict[str, frozenset[str]]] = {
+    "remove_job": frozenset({"active"}),  # an active job is refused, read from its hash
+    "obliterate_queue": frozenset(),
+}
+
+
 class Script:
     """One Lua script: its source, its SHA, and calls by SHA with a NOSCRIPT fallback."""
 

@@ -1,0 +1,107 @@
+"""The package's layout: dependencies between its parts point one way.
+
+Parts, from the bottom up: the core modules at the top of the package (errors,
+options, codec, keys, states, connection, backoff), then ``scripts``, ``producer``,
+``schedules``, ``ops``, ``worker`` and ``cli``. A module may import its own part and
+the parts below it, never one above: a new import cycle between parts fails here.
+Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import aiojobs_redis
+
+PACKAGE = Path(aiojobs_redis.__file__).parent
+LAYERS = ("core", "scripts", "producer", "schedules", "ops", "worker", "cli")
+#: the one import that points up, deferred to call time: ``Queue.schedules``
+#: hands out the schedule store of a queue
+DEFERRED_UP = {("aiojobs_redis.producer.queue", "aiojobs_redis.schedules.store")}
+#: the front doors re-export from every part
+FRONT_DOORS = {"aiojobs_redis", "aiojobs_redis.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return "core"
+
+
+def _type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at module level) for each import of the package in a file."""
+    module = module_name(path)
+    is_pkg = path.name == "__init__.py"
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _type_checking(child):
+                for sub in child.orelse:
+                    visit(sub, top)
+                continue
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = module.split(".")[: len(module.split(".")) - child.level
+                                              + (1 if is_pkg else 0)]
+                    target = ".".join([*base, *([child.module] if child.module else [])])
+                else:
+                    target = child.module or ""
+                if target.split(".")[0] == "aiojobs_redis":
+                    names = [f"{target}.{a.name}" for a in child.names]
+                    subs = [n for n in names if (PACKAGE.parent / n.replace(".", "/")).is_dir()
+                            or (PACKAGE.parent / (n.replace(".", "/") + ".py")).is_file()]
+                    found.extend((n, top) for n in (subs or [target]))
+            elif isinstance(child, ast.Import):
+                found.extend((a.name, top) for a in child.names
+                             if a.name.split(".")[0] == "aiojobs_redis")
+            inner = top and not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text("utf-8")), True)
+    return found
+
+
+def test_parts_import_only_parts_below_them() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        if module in FRONT_DOORS:
+            continue
+        mine = LAYERS.index(part_of(module))
+        for target, top in imports(path):
+            theirs = LAYERS.index(part_of(target))
+            if theirs <= mine:
+                continue
+            if (module, target) in DEFERRED_UP and not top:
+                continue
+            wrong.append(f"{module} ({LAYERS[mine]}) imports {target} ({LAYERS[theirs]})")
+    assert not wrong, "imports that point up:\n" + "\n".join(wrong)
+
+
+def test_every_module_belongs_to_a_known_part() -> None:
+    parts = {part_of(module_name(p)) for p in PACKAGE.rglob("*.py")}
+    assert parts <= set(LAYERS), parts - set(LAYERS)
+
+
+def test_the_checker_sees_an_upward_import() -> None:
+    """The check itself: a module-level import from a lower part is found as such."""
+    found = imports(PACKAGE / "producer" / "queue.py")
+    assert ("aiojobs_redis.schedules.store", False) in found  # the deferred one
+    assert all(part_of(t) != "worker" for t, _ in found)
+    assert ("aiojobs_redis.keys", True) in found
