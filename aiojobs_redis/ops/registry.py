@@ -1,7 +1,8 @@
 """Live workers: heartbeats written by each worker, read by ``aiojobs-redis workers``.
 
 A worker's record is a key with a TTL of twice its lease, so a dead worker
-disappears by itself; the per-queue ZSET only indexes them and is pruned on read.
+disappears by itself; the per-queue ZSET indexes them by the time their record
+expires, and is pruned by every live worker's heartbeat and on read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(WorkerInfo)
+
+
+def expires_ms(now_s: float, lease_ms: int) -> int:
+    """When a heartbeat written at ``now_s`` expires (its score in the ``workers`` ZSET)."""
+    return int(now_s * 1000) + 2 * lease_ms
 
 
 def encode(info: WorkerInfo) -> bytes:

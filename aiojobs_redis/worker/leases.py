@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from ..ops import registry
-from ..scripts import SCRIPTS
+from ..scripts import SCRIPTS, Batch
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("aiojobs_redis.worker")
+
+_LEASE_CHUNK = 1000  # jobs per extend_leases call (a script must not unpack() thousands)
 
 
 class ReconnectBackoff:
@@ -67,18 +69,22 @@ class LeaseKeeper:
 
     async def renew(self) -> None:
         worker = self.worker
+        script = SCRIPTS["extend_leases"]
         for lane in worker.lanes:
             running = [(r.job.id, r.job.token) for r in lane.running.values()]
             if not running:
                 continue
             k = lane.queue.keys
-            args: list[Any] = [k.job_prefix, worker.lease_ms]
-            for job_id, token in running:
-                args += (job_id, token)
-            script = SCRIPTS["extend_leases"]
-            lost = await script(lane.queue.client, script.keys_of(k), args)
+            keys = script.keys_of(k)
+            batch = Batch()  # one round trip per queue, at most _LEASE_CHUNK jobs per call
+            for start in range(0, len(running), _LEASE_CHUNK):
+                args: list[Any] = [k.job_prefix, worker.lease_ms]
+                for job_id, token in running[start:start + _LEASE_CHUNK]:
+                    args += (job_id, token)
+                batch.add(script, keys, args)
+            lost = [j.decode() for chunk in await batch.execute(lane.queue.client) for j in chunk]
             if lost:
-                lane.mark_lost([j.decode() for j in lost])
+                lane.mark_lost(lost)
         await self.heartbeat()
 
     async def heartbeat(self) -> None:
@@ -96,7 +102,10 @@ class LeaseKeeper:
             k = lane.queue.keys
             pipe = lane.queue.client.pipeline(transaction=False)
             pipe.set(k.worker(worker.id), record, px=worker.lease_ms * 2)
-            pipe.zadd(k.workers, {worker.id: int(now * 1000)})
+            # scored by when the record expires; any live worker prunes entries that
+            # expired one lease ago or more (a margin for clocks that differ)
+            pipe.zadd(k.workers, {worker.id: registry.expires_ms(now, worker.lease_ms)})
+            pipe.zremrangebyscore(k.workers, "-inf", f"({int(now * 1000) - worker.lease_ms}")
             await pipe.execute()
 
     async def deregister(self) -> None:
