@@ -354,3 +354,23 @@ async def test_tick_jobs_have_the_same_record_as_enqueued_jobs(queue: Queue) -> 
     a = {k.decode(): v for k, v in raw_a.items() if k not in (b"created", b"ready")}
     b = {k.decode(): v for k, v in raw_b.items() if k not in (b"created", b"ready")}
     assert a == b
+
+
+async def test_rolling_deploy_with_two_definitions_warns_once_per_worker(
+        queue: Queue, caplog: pytest.LogCaptureFixture) -> None:
+    """Two workers declare one schedule differently (old and new code during a deploy):
+    each replaces the other's definition at every verification; the warning is said
+    once per worker, the replacements go on at debug level."""
+    old = Schedule("report", beat, every_s=3600, args=(1,))
+    new = Schedule("report", beat, every_s=3600, args=(2,))
+    caplog.set_level(logging.DEBUG, logger="aiojobs_redis.schedules")
+
+    def said(text: str) -> int:
+        return sum(1 for r in caplog.records if text in r.getMessage())
+
+    async with running(Worker(queue, tasks=[beat], schedules=[old], schedule_verify_s=0.02,
+                              handle_signals=False)), \
+            running(Worker(queue, tasks=[beat], schedules=[new], schedule_verify_s=0.02,
+                           handle_signals=False)):
+        await wait_until(lambda: said("replaced again") >= 10, timeout=20)
+    assert said("differed from this worker's declaration") <= 2
