@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiojobs_redis import Queue
-from aiojobs_redis._redis_server import RedisServer
+from aiojobs_redis._redis_server import RedisServer, SentinelSetup
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +100,25 @@ def cluster_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """A master, its replica and one Sentinel monitoring them (quorum 1,
+    down-after-milliseconds 1000), shared by the tests that do not kill anything."""
+    setup = SentinelSetup().start()
+    try:
+        yield setup
+    finally:
+        setup.cleanup()
+
+
+@pytest.fixture
+def failover_setup() -> Iterator[SentinelSetup]:
+    """A Sentinel setup of its own, for a test that kills its master."""
+    setup = SentinelSetup(failover_timeout_ms=3000).start()
+    try:
+        yield setup
+    finally:
+        setup.cleanup()
