@@ -1,8 +1,10 @@
 """``aiojobs-redis dashboard``: serve the HTTP API and the dashboard with uvicorn.
 
 Bound to 127.0.0.1 by default; binding anywhere else needs ``--token`` or
-``--read-only``. On loopback without a token, only Host headers naming the
-loopback are accepted (a DNS-rebinding page cannot reach the API).
+``--read-only``. A request that comes in on a loopback address must name a loopback
+host in its Host header, or one given with ``--allowed-host`` (a DNS-rebinding page
+cannot reach the API). With a token, open the page as http://HOST:PORT/#token=TOKEN:
+the part after '#' never leaves the browser, so the token is in no access log.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import argparse
 import ipaddress
 import os
 from typing import Any
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def is_loopback(host: str) -> bool:
@@ -37,9 +37,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", default=os.environ.get("AJR_DASHBOARD_TOKEN"),
                    help="bearer token required on every request (default:"
-                        " $AJR_DASHBOARD_TOKEN); open the page with ?token=...")
+                        " $AJR_DASHBOARD_TOKEN); open the page as .../#token=TOKEN")
     p.add_argument("--read-only", action="store_true",
                    help="refuse every change (retry, remove, promote, pause, ...)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a Host name to answer to besides the loopback names, e.g. behind"
+                        " a reverse proxy (repeat for several); then no other is accepted")
     p.set_defaults(func=run_dashboard)
 
 
@@ -54,7 +57,6 @@ def check_binding(host: str, token: str | None, read_only: bool) -> None:
 
 async def run_dashboard(args: argparse.Namespace) -> int:
     import uvicorn
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from ..ops.web import create_app
     from ..producer.queue import Queue
@@ -65,13 +67,18 @@ async def run_dashboard(args: argparse.Namespace) -> int:
     check_binding(args.host, args.token, args.read_only)
     queues = [Queue.from_url(url, name=name) for name in dict.fromkeys(args.queue)]
     try:
-        app = create_app(queues, token=args.token or None, read_only=args.read_only)
-        if is_loopback(args.host) and not args.token:
-            app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
+        token = args.token or None
+        # on the loopback without a token or --read-only (check_binding refuses that
+        # anywhere else), the Host check of the app is the protection
+        app = create_app(queues, token=token, read_only=args.read_only,
+                         insecure_open=token is None and not args.read_only,
+                         allowed_hosts=getattr(args, "allowed_host", None))
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
                                 lifespan="off", server_header=False)
-        print(f"aiojobs-redis dashboard on http://{args.host}:{args.port}/"
-              + ("?token=..." if args.token else "")
+        host = f"[{args.host}]" if ":" in args.host and args.host[0] != "[" else args.host
+        # never the token itself: this line lands in logs
+        print(f"aiojobs-redis dashboard on http://{host}:{args.port}/"
+              + ("#token=<your token>" if token else "")
               + (" (read-only)" if args.read_only else ""), flush=True)
         await uvicorn.Server(config).serve()
     finally:
@@ -81,7 +88,7 @@ async def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command on its own: ``python -m aiojobs_redis.dashboard_cli --queue q``."""
+    """Run the command on its own: ``python -m aiojobs_redis.cli.dashboard --queue q``."""
     import asyncio
     import logging
 

@@ -1,30 +1,29 @@
 """The HTTP API and the dashboard: one ASGI app (Starlette) over a set of queues.
 
-Mount it in a host app with ``app.mount("/jobs", create_app(queues=[q]))`` or run it
+Mount it in a host app with ``app.mount("/jobs", create_app([q], token=...))`` or run it
 alone with ``aiojobs-redis dashboard``. Every list is paginated in Redis (ZRANGE by
 rank), so no endpoint ever loads a whole state, whatever the size of the queue.
 Errors are JSON: ``{"error": {"status": 404, "code": "job_not_found", "message": ...}}``.
+Who may use the app, and from where, is decided before any route: see ``safety.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import inspect
-import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ... import codec
 from ...errors import (
@@ -40,10 +39,19 @@ from ...errors import (
 from ...producer.job import JobInfo
 from ...producer.queue import Queue, check_job_id
 from ...scripts import SCRIPTS
-from ...states import JobState, state_key
+from ...states import FINISHED, STATE_SETS, JobState, state_key
 from .. import metrics
 from ..registry import live_workers
 from .openapi import openapi_document
+from .safety import (
+    PAGE_PATH,
+    AuthCheck,
+    Guard,
+    Json,
+    error_response,
+    make_policy,
+    route_path,
+)
 
 MAX_PAGE: Final = 200
 DEFAULT_PAGE: Final = 20
@@ -53,9 +61,6 @@ TRACEBACK_CAP: Final = 65_536
 _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
                        "started", "finished", "due", "error", "worker", "progress")
 _FIELD_CAP: Final = 1024  # bytes of each field read for a job list
-_MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-AuthCheck = Callable[[Request], Awaitable[bool] | bool]
 
 _json = msgspec.json.Encoder(enc_hook=repr)
 
@@ -66,17 +71,6 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-class Json(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return _json.encode(content)
-
-
-def error_response(status: int, code: str, message: str,
-                   headers: Mapping[str, str] | None = None) -> Json:
-    return Json({"error": {"status": status, "code": code, "message": message}}, status,
-                headers=dict(headers or {}))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -134,6 +128,37 @@ def _job_id(raw: str) -> str:
         raise ApiError(400, "bad_job_id", str(e)) from None
 
 
+def _decode(segment: bytes) -> str:
+    return unquote_to_bytes(segment).decode("utf-8", "replace")
+
+
+def path_segments(request: Request) -> list[str]:
+    """The segments of the request's route path, each percent-decoded on its own.
+
+    The router matches the decoded path, in which an encoded slash (``%2F``) is a slash
+    like any other. Here the path is split at the slashes that were sent as slashes, in
+    the raw path, before decoding: ``jobs/a%2F..%2Fb`` is one segment, the job id
+    ``a/../b``, and ``%2E%2E`` is the literal ``..``; so a job id or a schedule name is
+    read exactly as it was encoded, and nothing in it can stand for a queue or an action.
+    """
+    decoded = route_path(request.scope)
+    raw: bytes | None = request.scope.get("raw_path")
+    if raw is None:  # an ASGI server that does not give it: the decoded path
+        return decoded.split("/")[1:]
+    parts = [_decode(s) for s in raw.split(b"?", 1)[0].split(b"/")]
+    # the route path is the end of the raw path (after a mount point or a root path)
+    for first in range(1, len(parts)):
+        if "/" + "/".join(parts[first:]) == decoded:
+            return parts[first:]
+    raise ApiError(400, "bad_path", f"cannot read the path {decoded!r} exactly: is a"
+                                    " slash of the mount point percent-encoded?")
+
+
+def states() -> list[str]:
+    """The job states, in display order: the table of aiojobs_redis.states."""
+    return [str(s) for s in STATE_SETS]
+
+
 def _info_json(info: JobInfo) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": info.id, "queue": info.queue, "task": info.task, "state": info.state,
@@ -163,24 +188,24 @@ def _snapshot_json(s: metrics.Snapshot) -> dict[str, Any]:
 class Api:
     """The endpoints, bound to a set of queues."""
 
-    def __init__(self, queues: Sequence[Queue], *, read_only: bool, token: str | None) -> None:
+    def __init__(self, queues: Sequence[Queue], *, read_only: bool) -> None:
         self.queues = {q.name: q for q in queues}
         self.read_only = read_only
-        self.token = token
 
-    def queue(self, request: Request) -> Queue:
-        name = request.path_params["queue"]
+    def named(self, name: str) -> Queue:
         q = self.queues.get(name)
         if q is None:
             raise ApiError(404, "queue_not_found",
                            f"no queue named {name!r} is served here (known: {sorted(self.queues)})")
         return q
 
-    async def list_queues(self, request: Request) -> Response:
-        import asyncio
+    def queue(self, request: Request) -> Queue:
+        # api/queues/<name>/...: the name as sent, even with an encoded slash in it
+        return self.named(path_segments(request)[2])
 
+    async def list_queues(self, request: Request) -> Response:
         snaps = await asyncio.gather(*(metrics.snapshot(q) for q in self.queues.values()))
-        return Json({"queues": [_snapshot_json(s) for s in snaps],
+        return Json({"queues": [_snapshot_json(s) for s in snaps], "states": states(),
                      "read_only": self.read_only})
 
     async def get_queue(self, request: Request) -> Response:
@@ -191,16 +216,15 @@ class Api:
 
     async def list_jobs(self, request: Request) -> Response:
         q = self.queue(request)
-        raw_state = request.query_params.get("state", "failed")
-        try:
-            state = JobState(raw_state)
-        except ValueError:
-            raise ApiError(400, "bad_parameter", f"state must be one of "
-                           f"{[str(s) for s in JobState]}, got {raw_state!r}") from None
+        raw_state = request.query_params.get("state", str(JobState.FAILED))
+        known = {str(s): s for s in STATE_SETS}
+        state = known.get(raw_state)
+        if state is None:
+            raise ApiError(400, "bad_parameter",
+                           f"state must be one of {list(known)}, got {raw_state!r}")
         offset = _int_param(request, "offset", 0, 0, 10**12)
         limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        finished = state in (JobState.COMPLETED, JobState.FAILED)
-        order = request.query_params.get("order", "newest" if finished else "oldest")
+        order = request.query_params.get("order", "newest" if state in FINISHED else "oldest")
         if order not in ("newest", "oldest"):
             raise ApiError(400, "bad_parameter",
                            f"order must be 'newest' or 'oldest', got {order!r}")
@@ -227,31 +251,52 @@ class Api:
                 "error": _cut(_text(f["error"]), LIST_TEXT_CAP), "worker": _text(f["worker"]),
                 "progress": progress,
             })
-        return Json({"queue": q.name, "state": state, "order": order, "offset": offset,
+        return Json({"queue": q.name, "state": str(state), "order": order, "offset": offset,
                      "limit": limit, "total": int(reply[0]), "jobs": jobs})
 
     async def job(self, request: Request) -> Response:
-        q = self.queue(request)
-        rest: str = request.path_params["rest"]
+        """.../jobs/{id} (GET, DELETE) and .../jobs/{id}/{retry|promote} (POST). The id
+        is the rest of the path, decoded exactly (see path_segments): an id sent as one
+        segment, '/' encoded, is read as it is, whatever it contains."""
+        segments = path_segments(request)  # api, queues, <queue>, jobs, <id...>[, action]
+        if len(segments) < 5 or segments[3] != "jobs":
+            raise ApiError(404, "not_found", f"nothing at {request.url.path} (see openapi.json)")
+        q = self.named(segments[2])
+        rest = segments[4:]
+        action = None
         if request.method == "POST":
-            job_id, _, action = rest.rpartition("/")
-            if action not in ("retry", "promote") or not job_id:
+            if len(rest) < 2 or rest[-1] not in ("retry", "promote"):
                 raise ApiError(404, "not_found",
                                "POST .../jobs/{id}/retry or .../jobs/{id}/promote")
-            job_id = _job_id(job_id)
-            if action == "retry":
-                await q.retry_jobs([job_id], strict=True)
-            else:
-                await q.promote_job(job_id)
-            return Json({"ok": True, "id": job_id, "action": action})
-        job_id = _job_id(rest)
-        if request.method == "DELETE":
+            action = rest.pop()
+        return await self.act(q, "/".join(rest), request.method, action)
+
+    async def job_by_query(self, request: Request) -> Response:
+        """.../job?id= (GET, DELETE), .../job/retry?id= and .../job/promote?id= (POST):
+        the same with the id in the query string, for ids no URL path can carry ('.' and
+        '..', which clients resolve even percent-encoded)."""
+        q = self.queue(request)
+        job_id = request.query_params.get("id")
+        if job_id is None:
+            raise ApiError(400, "bad_parameter", "give the job id as ?id=")
+        action = path_segments(request)[-1] if request.method == "POST" else None
+        return await self.act(q, job_id, request.method, action)
+
+    async def act(self, q: Queue, raw_id: str, method: str, action: str | None) -> Response:
+        job_id = _job_id(raw_id)
+        if action == "retry":
+            await q.retry_jobs([job_id], strict=True)
+        elif action == "promote":
+            await q.promote_job(job_id)
+        elif method == "DELETE":
             await q.remove_job(job_id)
             return Json({"ok": True, "id": job_id, "action": "remove"})
-        info = await q.job_info(job_id)
-        if info is None:
-            raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
-        return Json(_info_json(info))
+        else:
+            info = await q.job_info(job_id)
+            if info is None:
+                raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
+            return Json(_info_json(info))
+        return Json({"ok": True, "id": job_id, "action": action})
 
     async def retry_failed(self, request: Request) -> Response:
         n = await self.queue(request).retry_failed()
@@ -288,9 +333,13 @@ class Api:
         } for s in infos]})
 
     async def run_schedule(self, request: Request) -> Response:
-        q = self.queue(request)
-        name, _, action = request.path_params["rest"].rpartition("/")
-        if action != "run" or not name:
+        # api, queues, <queue>, schedules, <name...>, run: the name decoded exactly
+        segments = path_segments(request)
+        if len(segments) < 6 or segments[3] != "schedules" or segments[-1] != "run":
+            raise ApiError(404, "not_found", "POST .../schedules/{name}/run")
+        q = self.named(segments[2])
+        name = "/".join(segments[4:-1])
+        if not name:
             raise ApiError(404, "not_found", "POST .../schedules/{name}/run")
         if await q.schedules.get(name) is None:
             raise ApiError(404, "schedule_not_found", f"no schedule {name!r} in queue {q.name!r}")
@@ -336,74 +385,6 @@ def _sha256(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
-# ------------------------------------------------------------------------------- guard
-
-
-class Guard:
-    """Authentication, read-only mode and a cross-site check, before any route.
-
-    * ``token``: every request needs ``Authorization: Bearer <token>`` (or ``?token=``,
-      for opening the page in a browser);
-    * ``auth``: a host app's check, ``(request) -> bool`` (sync or async); False is 401;
-      it may also raise ``starlette.exceptions.HTTPException``;
-    * ``read_only``: POST/PUT/PATCH/DELETE are refused (403);
-    * a changing request whose ``Origin`` is not this host is refused (403): a web page
-      elsewhere cannot make your browser retry or delete jobs.
-    """
-
-    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool,
-                 auth: AuthCheck | None) -> None:
-        self.app = app
-        self.token = token
-        self.read_only = read_only
-        self.auth = auth
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        denied = await self.check(request)
-        if denied is not None:
-            await denied(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    async def check(self, request: Request) -> Response | None:
-        if self.token is not None:
-            given = ""
-            header = request.headers.get("authorization", "")
-            if header[:7].lower() == "bearer ":
-                given = header[7:].strip()
-            else:
-                given = request.query_params.get("token", "")
-            if not secrets.compare_digest(given.encode(), self.token.encode()):
-                return error_response(401, "unauthorized", "a valid bearer token is required",
-                                      {"WWW-Authenticate": 'Bearer realm="aiojobs_redis"'})
-        if self.auth is not None:
-            try:
-                allowed = self.auth(request)
-                if inspect.isawaitable(allowed):
-                    allowed = await allowed
-            except HTTPException as e:
-                return error_response(e.status_code, "unauthorized" if e.status_code == 401
-                                      else "forbidden", str(e.detail), e.headers)
-            if not allowed:
-                return error_response(401, "unauthorized", "the host application's auth refused")
-        if request.method in _MUTATING:
-            if self.read_only:
-                return error_response(403, "read_only", "this dashboard is read-only")
-            origin = request.headers.get("origin")
-            if origin is not None and origin != "null":
-                host = request.headers.get("host", "")
-                if urlsplit(origin).netloc != host:
-                    return error_response(403, "cross_origin",
-                                          f"a request from origin {origin!r} may not change jobs")
-            elif origin == "null":
-                return error_response(403, "cross_origin", "opaque origins may not change jobs")
-        return None
-
-
 # ---------------------------------------------------------------------------- the app
 
 
@@ -440,32 +421,48 @@ async def _core_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
-               read_only: bool = False, auth: AuthCheck | None = None) -> Starlette:
+               read_only: bool = False, auth: AuthCheck | None = None,
+               insecure_open: bool = False,
+               allowed_hosts: Iterable[str] | None = None) -> Starlette:
     """The JSON API, Prometheus ``/metrics`` and the dashboard page for ``queues``.
 
-    ``token``: bearer token required on every endpoint (``?token=`` works for the page).
-    ``read_only``: refuse every change (retry, remove, promote, pause, ...).
-    ``auth``: a host app's ``(request) -> bool`` check (sync or async), run first.
-    The app does not own the queues: close them yourself.
+    Say who may use it, at least one of (else ConfigurationError):
+
+    ``token``: ``Authorization: Bearer <token>`` is required on every endpoint (the page
+    itself loads without it; open it as ``.../#token=<token>``);
+    ``auth``: a host app's ``(request) -> bool`` check (sync or async), run on every
+    request; it may raise ``starlette.exceptions.HTTPException``;
+    ``read_only``: every change (retry, remove, promote, pause, ...) is refused;
+    ``insecure_open``: none of these: anyone who reaches the app may use it.
+
+    ``allowed_hosts``: the ``Host`` names the app answers to besides the loopback names.
+    Without it, a request that came in on a loopback address must name a loopback host
+    (a page using DNS rebinding is refused) and others may name any; with it, every
+    request must name one of them or a loopback host (``["*"]``: any host). A changing
+    request from another origin is always refused. The app does not own the queues:
+    close them yourself.
     """
     qs = (queues,) if isinstance(queues, Queue) else tuple(queues)
     if not qs or not all(isinstance(q, Queue) for q in qs):
         raise ConfigurationError("create_app needs one Queue or a sequence of Queues")
     if len({q.name for q in qs}) != len(qs):
         raise ConfigurationError("create_app got two queues with the same name")
-    if token is not None and (not isinstance(token, str) or len(token) < 8):
-        raise ConfigurationError("token must be a string of at least 8 characters")
-    api = Api(qs, read_only=read_only, token=token)
+    policy = make_policy(token=token, auth=auth, read_only=read_only,
+                         insecure_open=insecure_open, allowed_hosts=allowed_hosts)
+    api = Api(qs, read_only=read_only)
     page = Page()
     base = "/api/queues/{queue}"
     routes = [
-        Route("/", page.serve, methods=["GET"]),
+        Route(PAGE_PATH, page.serve, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/metrics", api.prometheus, methods=["GET"]),
         Route("/api/queues", api.list_queues, methods=["GET"]),
         Route(base, api.get_queue, methods=["GET"]),
         Route(base + "/jobs", api.list_jobs, methods=["GET"]),
         Route(base + "/jobs/{rest:path}", api.job, methods=["GET", "DELETE", "POST"]),
+        Route(base + "/job", api.job_by_query, methods=["GET", "DELETE"]),
+        Route(base + "/job/retry", api.job_by_query, methods=["POST"]),
+        Route(base + "/job/promote", api.job_by_query, methods=["POST"]),
         Route(base + "/retry-failed", api.retry_failed, methods=["POST"]),
         Route(base + "/pause", api.pause, methods=["POST"]),
         Route(base + "/resume", api.resume, methods=["POST"]),
@@ -477,6 +474,6 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
     app = Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, AiojobsRedisError: _core_error,
     })
-    app.add_middleware(Guard, token=token, read_only=read_only, auth=auth)
+    app.add_middleware(Guard, policy=policy)
     app.state.queues = api.queues
     return app

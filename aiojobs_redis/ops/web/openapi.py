@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...states import STATE_SETS
+
 _ERROR: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["error"],
@@ -17,7 +19,6 @@ _ERROR: Final[dict[str, Any]] = {
                                             "message": {"type": "string"}}}},
 }
 _OBJECT: Final = {"type": "object"}
-_STATES: Final = ["waiting", "delayed", "active", "completed", "failed"]
 
 
 def _param(name: str, where: str, schema: dict[str, Any], text: str,
@@ -27,17 +28,40 @@ def _param(name: str, where: str, schema: dict[str, Any], text: str,
 
 
 _QUEUE = _param("queue", "path", {"type": "string"}, "a queue served by this app")
-_JOB = _param("job_id", "path", {"type": "string"}, "job id (may contain '/')")
+_JOB = _param("job_id", "path", {"type": "string"},
+              "job id, percent-encoded: send it as one segment, '/' as %2F (a '/' sent as"
+              " such is also read as a '/' of the id). The ids '.' and '..' cannot be sent"
+              " in a path (clients resolve them, even as %2E): use .../job?id=")
+_JOB_QUERY = _param("id", "query", {"type": "string"}, "job id (any id, '.' and '..' too)",
+                    required=True)
+
+
+def _queues_schema(states: list[str]) -> dict[str, Any]:
+    return {"type": "object", "required": ["queues", "states", "read_only"], "properties": {
+        "queues": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"},
+            "counts": {"type": "object", "description": "jobs per state (keys: states)",
+                       "additionalProperties": {"type": "integer"}},
+            "paused": {"type": "boolean"}, "workers": {"type": "integer"},
+            "oldest_waiting_age_s": {"type": ["number", "null"]},
+            "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+        }}},
+        "states": {"type": "array", "items": {"enum": states}, "description":
+                   "every job state, in display order (the table of aiojobs_redis.states):"
+                   " the dashboard builds its counts and tabs from it"},
+        "read_only": {"type": "boolean"},
+    }}
 
 
 def _op(summary: str, params: list[dict[str, Any]] | None = None, *, changes: bool = False,
-        content: str = "application/json", errors: tuple[int, ...] = (400, 404)) -> dict[str, Any]:
+        content: str = "application/json", errors: tuple[int, ...] = (400, 404),
+        schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    if schema is None:
+        schema = _OBJECT if content == "application/json" else {"type": "string"}
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {content: {"schema": _OBJECT
-                                                           if content == "application/json"
-                                                           else {"type": "string"}}}},
+        "200": {"description": "OK", "content": {content: {"schema": schema}}},
     }
-    codes = set(errors) | {401}
+    codes = set(errors) | {400, 401}  # 400: bad_host, token_in_url (any request)
     if changes:
         codes |= {403, 409}
     for code in sorted(codes):
@@ -50,19 +74,21 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, *, changes: bo
 
 
 def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
+    states = [str(s) for s in STATE_SETS]
     paths: dict[str, Any] = {
         "/": {"get": _op("the dashboard page (HTML)", content="text/html", errors=())},
         "/openapi.json": {"get": _op("this document", errors=())},
         "/metrics": {"get": _op("Prometheus metrics of every queue (text format 0.0.4)",
                                 content="text/plain", errors=())},
         "/api/queues": {"get": _op("every queue: counts, paused, live workers, oldest waiting"
-                                   " job's age, totals", errors=())},
+                                   " job's age, totals; and the job states in order",
+                                   errors=(), schema=_queues_schema(states))},
         "/api/queues/{queue}": {"get": _op("one queue's snapshot with every cumulative counter",
                                            [_QUEUE])},
         "/api/queues/{queue}/jobs": {"get": _op("a page of jobs in one state (paginated in"
                                                 " Redis)", [
             _QUEUE,
-            _param("state", "query", {"enum": _STATES, "default": "failed"}, "job state"),
+            _param("state", "query", {"enum": states, "default": "failed"}, "job state"),
             _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "skip"),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200,
                                       "default": 20}, "page size"),
@@ -81,6 +107,17 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         "/api/queues/{queue}/jobs/{job_id}/promote": {
             "post": _op("run a delayed job now (409 unless delayed)", [_QUEUE, _JOB],
                         changes=True)},
+        "/api/queues/{queue}/job": {
+            "get": _op("one job, its id in the query string (any id)", [_QUEUE, _JOB_QUERY]),
+            "delete": _op("remove a job, its id in the query string", [_QUEUE, _JOB_QUERY],
+                          changes=True),
+        },
+        "/api/queues/{queue}/job/retry": {
+            "post": _op("retry a failed job, its id in the query string", [_QUEUE, _JOB_QUERY],
+                        changes=True)},
+        "/api/queues/{queue}/job/promote": {
+            "post": _op("promote a delayed job, its id in the query string",
+                        [_QUEUE, _JOB_QUERY], changes=True)},
         "/api/queues/{queue}/retry-failed": {
             "post": _op("put every failed job back to waiting", [_QUEUE], changes=True)},
         "/api/queues/{queue}/pause": {
@@ -101,7 +138,9 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         "post": _op("enqueue one job of the schedule now", [_QUEUE, name], changes=True)}
     description = (
         "Operations API of aiojobs_redis. Errors are JSON: "
-        '{"error": {"status": ..., "code": ..., "message": ...}}.'
+        '{"error": {"status": ..., "code": ..., "message": ...}}. A token, when the app has'
+        " one, goes in 'Authorization: Bearer', never in the URL (a query string with"
+        " 'token' is refused: 400 token_in_url)."
     )
     if read_only:
         description += " This instance is read-only: every POST and DELETE answers 403."

@@ -5,19 +5,24 @@
   const POLL_MS = 2000;
   const SLOW_POLL_MS = 10000;
   const PAGE = 20;
-  const STATES = ["failed", "delayed", "active", "waiting", "completed"];
+  // the job states, in order, come from the API (/api/queues "states"): a state added to
+  // the server's table appears here with its count and its tab, with nothing to change
+  let STATES = [];
 
-  // the token arrives once as ?token=...; keep it for this tab only, out of the URL
+  // The token arrives once in the URL's fragment (#token=...): a browser never sends a
+  // fragment to a server, so the token is in no access log. It is kept for this tab only
+  // (sessionStorage), removed from the address bar, and sent as "Authorization: Bearer".
   const params = new URLSearchParams(location.search);
-  let token = params.get("token") || sessionStorage.getItem("ajr-token") || "";
-  if (params.has("token")) {
+  const fromHash = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  let token = sessionStorage.getItem("ajr-token") || "";
+  if (fromHash) {
+    try { token = decodeURIComponent(fromHash[1]); } catch (e) { token = fromHash[1]; }
     sessionStorage.setItem("ajr-token", token);
-    params.delete("token");
-    const q = params.toString();
-    history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
+    const rest = location.hash.slice(1).split("&").filter((p) => !p.startsWith("token=")).join("&");
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
   }
 
-  const view = { queue: params.get("queue") || null, state: "failed", offset: 0,
+  const view = { queue: params.get("queue") || null, state: null, offset: 0,
     readOnly: false, detail: null, lastSlow: 0 };
 
   const $ = (id) => document.getElementById(id);
@@ -50,14 +55,25 @@
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
+      let message = body && body.error ? body.error.message : response.statusText;
+      if (response.status === 401 && !token) message += " (open this page as …/#token=<token>)";
       throw new Error(response.status + ": " + message);
     }
     return body;
   }
 
+  // A job id or a schedule name goes in a URL as ONE path segment, its "/" encoded too
+  // (%2F): it can neither add segments nor climb out of its own ("a/../b" is
+  // "a%2F..%2Fb"), and the server reads it back exactly. Encoding "." as %2E would not
+  // help: a browser resolves %2E%2E as ".." all the same. So the two ids that are a dot
+  // segment whatever their encoding, "." and "..", go in the query string instead.
   const qpath = () => "api/queues/" + encodeURIComponent(view.queue);
-  const jobPath = (id) => qpath() + "/jobs/" + id.split("/").map(encodeURIComponent).join("/");
+  function jobUrl(id, action) {
+    const tail = action ? "/" + action : "";
+    if (id === "." || id === "..") return qpath() + "/job" + tail + "?id=" + encodeURIComponent(id);
+    return qpath() + "/jobs/" + encodeURIComponent(id) + tail;
+  }
+  const scheduleUrl = (name) => qpath() + "/schedules/" + encodeURIComponent(name) + "/run";
 
   let messageUntil = 0;
   function setStatus(text, isError, sticky) {
@@ -96,26 +112,42 @@
     $("queues").replaceChildren(...data.queues.map((q) => el("button", {
       type: "button", class: q.name === view.queue ? "selected" : "", "data-queue": q.name,
       onclick: () => { view.queue = q.name; view.offset = 0; view.detail = null; refresh(true); },
-    }, q.name + " · " + q.counts.waiting.toLocaleString() + " waiting · "
-      + q.counts.failed.toLocaleString() + " failed")));
+    }, q.name + " · " + count(q.counts, "waiting") + " waiting · "
+      + count(q.counts, "failed") + " failed")));
+    setStates(data.states);
     const q = data.queues.find((x) => x.name === view.queue);
     if (!q) return;
     $("queue-title").textContent = q.name;
-    for (const state of STATES) $("count-" + state).textContent = q.counts[state].toLocaleString();
+    for (const state of STATES) $("count-" + state).textContent = count(q.counts, state);
     $("count-workers").textContent = q.workers;
     $("oldest-age").textContent = q.oldest_waiting_age_s === null ? "–" : duration(q.oldest_waiting_age_s);
     $("paused-badge").hidden = !q.paused;
     $("pause-btn").textContent = q.paused ? "Resume" : "Pause";
     $("pause-btn").dataset.paused = q.paused ? "1" : "0";
-    $("retry-all-btn").disabled = q.counts.failed === 0;
+    $("retry-all-btn").disabled = !q.counts.failed;
     renderTabs(q.counts);
+  }
+
+  const count = (counts, state) => typeof counts[state] === "number" ? counts[state].toLocaleString() : "–";
+
+  // one card per state, before the workers card: built again only when the states change
+  function setStates(states) {
+    if (!Array.isArray(states) || states.join("\n") === STATES.join("\n")) return;
+    STATES = states.slice();
+    if (!STATES.includes(view.state)) {
+      view.state = STATES.includes("failed") ? "failed" : STATES[0] || null;
+      view.offset = 0;
+    }
+    $("state-cards").replaceChildren(...STATES.map((s) => el("div",
+      { class: s === "failed" ? "card bad" : "card", "data-state": s },
+      el("span", { class: "label" }, s), el("span", { class: "num", id: "count-" + s }, "–"))));
   }
 
   function renderTabs(counts) {
     $("state-tabs").replaceChildren(...STATES.map((s) => el("button", {
       type: "button", class: s === view.state ? "selected" : "", "data-state": s,
       onclick: () => { view.state = s; view.offset = 0; refresh(false); },
-    }, s + " (" + counts[s].toLocaleString() + ")")));
+    }, s + " (" + count(counts, s) + ")")));
   }
 
   // ------------------------------------------------------------------ jobs
@@ -139,11 +171,11 @@
         catch (e) { say(label + " " + job.id + ": " + e.message, true); }
         refresh(false);
       } }, label);
-    if (job.state === "failed") buttons.push(act("Retry", "retry", () => api(jobPath(job.id) + "/retry", { method: "POST" })));
-    if (job.state === "delayed") buttons.push(act("Promote", "promote", () => api(jobPath(job.id) + "/promote", { method: "POST" })));
+    if (job.state === "failed") buttons.push(act("Retry", "retry", () => api(jobUrl(job.id, "retry"), { method: "POST" })));
+    if (job.state === "delayed") buttons.push(act("Promote", "promote", () => api(jobUrl(job.id, "promote"), { method: "POST" })));
     if (job.state !== "active") buttons.push(act("Remove", "remove", () => {
       if (!confirm("Remove job " + job.id + "?")) return Promise.resolve();
-      return api(jobPath(job.id), { method: "DELETE" });
+      return api(jobUrl(job.id), { method: "DELETE" });
     }));
     return buttons;
   }
@@ -151,7 +183,7 @@
   function renderJobs(data) {
     if (data.offset > 0 && data.offset >= data.total) view.offset = 0;  // the page emptied
     $("time-col").textContent = { failed: "failed", completed: "finished", delayed: "due",
-      active: "running", waiting: "waiting" }[view.state];
+      active: "running", waiting: "waiting" }[view.state] || "time";
     const rows = data.jobs.map((job) => el("tr", { "data-job-id": job.id },
       el("td", { class: "id", title: job.id, onclick: () => { view.detail = job.id; loadDetail(); } },
         job.id.length > 28 ? job.id.slice(0, 27) + "…" : job.id),
@@ -176,7 +208,7 @@
   async function loadDetail() {
     if (!view.detail) { $("job-detail").hidden = true; return; }
     let job;
-    try { job = await api(jobPath(view.detail)); }
+    try { job = await api(jobUrl(view.detail)); }
     catch (e) { say("job " + view.detail + ": " + e.message, true); view.detail = null; $("job-detail").hidden = true; return; }
     $("job-detail").hidden = false;
     $("detail-title").textContent = job.task + " · " + job.id;
@@ -261,7 +293,7 @@
       el("td", { title: s.last_error || "" }, (s.last_state || "–") + (s.runs ? " · " + s.runs + " runs" : "")),
       el("td", { class: "actions" }, el("button", { type: "button", class: "mutating",
         onclick: async () => {
-          try { const r = await api(qpath() + "/schedules/" + s.name.split("/").map(encodeURIComponent).join("/") + "/run", { method: "POST" });
+          try { const r = await api(scheduleUrl(s.name), { method: "POST" });
             say("schedule " + s.name + ": enqueued " + r.job_id); }
           catch (e) { say("schedule " + s.name + ": " + e.message, true); }
         } }, "Run now"))));
@@ -276,11 +308,11 @@
     busy = true;
     try {
       renderQueues(await api("api/queues"));
-      if (view.queue) {
+      if (view.queue && view.state) {
         const base = qpath();
         const now = Date.now();
         const tasks = [
-          api(base + "/jobs?state=" + view.state + "&offset=" + view.offset + "&limit=" + PAGE).then(renderJobs),
+          api(base + "/jobs?state=" + encodeURIComponent(view.state) + "&offset=" + view.offset + "&limit=" + PAGE).then(renderJobs),
           api(base + "/workers").then(renderWorkers),
         ];
         if (slow || now - view.lastSlow >= SLOW_POLL_MS) {
