@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
@@ -27,10 +28,14 @@ class WorkerContext:
         self.state: dict[str, Any] = {}
 
 
-class JobContext:
-    """The running job: its id, attempt number, and a way to report progress."""
+_cancel_lock = threading.Lock()  # makes JobContext.cancel_event once, whoever asks first
 
-    __slots__ = ("attempt", "id", "max_attempts", "queue", "task", "token", "worker")
+
+class JobContext:
+    """The running job: its id, attempt number, a way to report progress, and whether the
+    worker has given up on this attempt (:attr:`cancelled`)."""
+
+    __slots__ = ("_cancel", "attempt", "id", "max_attempts", "queue", "task", "token", "worker")
 
     def __init__(self, *, id: str, queue: Queue, task: str, attempt: int, max_attempts: int,
                  token: str, worker: WorkerContext) -> None:
@@ -41,9 +46,42 @@ class JobContext:
         self.max_attempts = max_attempts
         self.token = token
         self.worker = worker
+        self._cancel: threading.Event | None = None  # made on first use: most jobs never need it
 
     def __repr__(self) -> str:
         return f"<JobContext {self.queue.name}/{self.id} {self.task} attempt {self.attempt}>"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the worker has given up on this attempt: its timeout fired, its lease
+        was lost, or the worker is shutting down and handed the job back.
+
+        An async handler is cancelled (``CancelledError``) at that moment anyway. A sync
+        handler runs in a thread, which nothing can stop from outside: check this flag
+        between steps and return (or raise) early, or wait on :attr:`cancel_event`
+        instead of ``time.sleep``. After a timeout the job keeps its concurrency slot until
+        the thread returns; in every case no other attempt of the job starts on this
+        worker until then.
+        """
+        event = self._cancel
+        return event is not None and event.is_set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """The :class:`threading.Event` behind :attr:`cancelled`:
+        ``current_job().cancel_event.wait(5)`` sleeps up to 5 s but wakes (returning
+        True) as soon as the attempt is cancelled."""
+        event = self._cancel
+        if event is None:
+            with _cancel_lock:  # the handler's thread and the event loop may both get here
+                event = self._cancel
+                if event is None:
+                    event = self._cancel = threading.Event()
+        return event
+
+    def mark_cancelled(self) -> None:
+        """Set :attr:`cancelled` (the worker calls this; a handler has no need to)."""
+        self.cancel_event.set()
 
     async def progress(self, value: Any) -> None:
         """Record progress (any MessagePack value) on the job and emit a 'progress' event.

@@ -3,15 +3,30 @@
 Whatever the handler does (raise any exception, including SystemExit and
 KeyboardInterrupt, hang past its timeout, return something MessagePack cannot
 encode), the result is an :class:`Outcome` and the worker carries on.
+
+A timeout cancels an async handler. A sync handler runs in a thread, and a Python
+thread cannot be killed: when its timeout fires, the executor sets the job's
+cooperative flag (``current_job().cancelled``), logs the thread as abandoned and
+counts it (:attr:`Executor.abandoned_threads`), then keeps waiting for the thread to
+end. Only then is the attempt reported, failed by timeout: until the thread has
+really ended the job keeps its concurrency slot (and its lease, so no worker starts
+a retry of it). When the worker itself cancels a sync job (lease lost, shutdown),
+the thread is abandoned the same way but the cancellation goes on at once; the
+thread keeps its thread token (never more than ``concurrency`` handler threads), and
+an attempt of the same job that reaches this worker waits for it before starting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import math
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -76,8 +91,20 @@ class Executor:
     def __init__(self, registry: TaskRegistry, worker: WorkerContext, concurrency: int) -> None:
         self.registry = registry
         self.worker = worker
-        self.thread_limiter = anyio.CapacityLimiter(concurrency)
+        #: one token per running handler thread, taken before the thread starts and given
+        #: back when it has really ended (not when its job gave up on it)
+        self.thread_tokens = asyncio.Semaphore(concurrency)
+        self._no_limit = anyio.CapacityLimiter(math.inf)  # anyio's limiter: see thread_tokens
         self._options_cache: dict[bytes, JobOptions] = {}
+        #: job id -> threads of its earlier attempts, given up on but still running
+        self._abandoned: dict[str, list[_ThreadRun]] = {}
+        self._abandoned_count = 0
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync handlers' threads still running after their job gave up on them (timeout,
+        lease lost, shutdown): a thread cannot be killed, only asked to stop."""
+        return self._abandoned_count
 
     async def run(self, job: FetchedJob, ctx: JobContext) -> Outcome:
         start = time.perf_counter()
@@ -99,11 +126,20 @@ class Executor:
         set_current_job(ctx)
         scope: asyncio.Timeout | None = None
         try:
-            if timeout_s is None:
-                result = await self._call(task, args, kwargs)
+            if not task.is_async:
+                result = await self._call_sync(task, job, ctx, args, kwargs, timeout_s)
+            elif timeout_s is None:
+                result = await task.fn(*args, **kwargs)
             else:
                 async with asyncio.timeout(timeout_s) as scope:
-                    result = await self._call(task, args, kwargs)
+                    result = await task.fn(*args, **kwargs)
+        except _SyncTimeout as e:
+            return self._failed(
+                job, task, options,
+                f"Timeout: the handler ran longer than its timeout of {timeout_s} s"
+                f" (a sync handler: its thread ran on {e.overrun_s:.3f} s past the timeout"
+                " before it ended)", "",
+            )
         except TypeError:
             try:  # arguments are checked only when the call fails: no cost on the hot path
                 task.signature.bind(*args, **kwargs)
@@ -114,11 +150,13 @@ class Executor:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
+                ctx.mark_cancelled()
                 raise  # the worker cancelled us (lease lost, shutdown): not the job's doing
             return self._failed(job, task, options, "CancelledError: the handler was cancelled",
                                 traceback.format_exc())
         except TimeoutError:
             if scope is not None and scope.expired():
+                ctx.mark_cancelled()
                 return self._failed(
                     job, task, options,
                     f"Timeout: the handler ran longer than its timeout of {timeout_s} s", "",
@@ -133,13 +171,92 @@ class Executor:
                             options.retention)
         return Outcome(job, ok=True, value=value, retention=options.retention)
 
-    async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if task.is_async:
-            return await task.fn(*args, **kwargs)
-        return await anyio.to_thread.run_sync(
-            functools.partial(task.fn, *args, **kwargs),
-            abandon_on_cancel=True, limiter=self.thread_limiter,
-        )
+    async def _call_sync(self, task: Task[Any, Any], job: FetchedJob, ctx: JobContext,
+                         args: list[Any], kwargs: dict[str, Any], timeout_s: float | None) -> Any:
+        """Run a sync handler in a thread. Past its timeout, return only once the thread
+        has really ended; if the worker cancels us, leave the thread running, tracked."""
+        while earlier := self._abandoned.get(job.id):
+            log.warning("%s:%s attempt %d waits for the thread of an earlier attempt of this"
+                        " job, still running", task.name, job.id, job.attempt)
+            await asyncio.wait([r.ended for r in earlier if r.ended is not None])
+        run = _ThreadRun(task.name, job.id, timeout_s,
+                         functools.partial(task.fn, *args, **kwargs), self._thread_ended)
+        # a thread token before the clock starts: the timeout is the handler's own time
+        await self.thread_tokens.acquire()
+        run.started_at = time.perf_counter()
+        scope: asyncio.Timeout | None = None
+        try:
+            if timeout_s is None:
+                ok, value = await anyio.to_thread.run_sync(run, abandon_on_cancel=True,
+                                                           limiter=self._no_limit)
+            else:
+                async with asyncio.timeout(timeout_s) as scope:
+                    ok, value = await anyio.to_thread.run_sync(run, abandon_on_cancel=True,
+                                                               limiter=self._no_limit)
+        except TimeoutError:
+            if scope is None or timeout_s is None or not scope.expired():
+                raise
+            ctx.mark_cancelled()
+            ended = self._give_up(run, f"ran past its timeout of {timeout_s} s",
+                                  "holding its slot until it ends")
+            if ended is not None:
+                # the slot and the lease stay ours until the thread has really ended; if the
+                # worker cancels us meanwhile, the thread stays tracked as abandoned
+                await asyncio.shield(ended)
+            overrun = max(0.0, (run.ended_at or time.perf_counter()) - run.started_at
+                          - timeout_s)
+            raise _SyncTimeout(overrun) from None
+        except asyncio.CancelledError:
+            ctx.mark_cancelled()
+            self._give_up(run, f"was cancelled by the worker (lease lost or shutdown; its"
+                               f" timeout: {timeout_s} s)",
+                          "holding a thread token (not the slot) until it ends")
+            raise
+        finally:
+            if run.ended is None:  # else the thread gives its token back when it ends
+                self.thread_tokens.release()
+        if not ok:
+            raise value
+        return value
+
+    def _give_up(self, run: _ThreadRun, what: str, holding: str) -> asyncio.Future[None] | None:
+        """The attempt no longer waits for its thread: abandon the thread if it is running
+        (returns a future set when it ends), or make sure it never starts the handler."""
+        with run.lock:
+            if not run.started:
+                run.dropped = True
+                return None
+            if run.ended_at is not None:
+                return None
+            ended = run.ended = asyncio.get_running_loop().create_future()
+        run.abandoned_at = time.perf_counter()
+        self._abandoned.setdefault(run.job_id, []).append(run)
+        self._abandoned_count += 1
+        log.warning("sync handler %s:%s %s; a thread cannot be killed:"
+                    " current_job().cancelled is set and the thread is left to finish, %s"
+                    " (%d abandoned thread(s) now)", run.task, run.job_id, what, holding,
+                    self._abandoned_count)
+        return ended
+
+    def _thread_ended(self, run: _ThreadRun) -> None:
+        """In the event loop, once an abandoned thread has really ended."""
+        self.thread_tokens.release()
+        runs = self._abandoned.get(run.job_id, [])
+        if run in runs:
+            runs.remove(run)
+            self._abandoned_count -= 1
+        if not runs:
+            self._abandoned.pop(run.job_id, None)
+        assert run.abandoned_at is not None and run.ended_at is not None
+        ran = run.ended_at - run.started_at
+        overran = "" if run.timeout_s is None else \
+            f", {ran - run.timeout_s:.3f} s past its timeout of {run.timeout_s} s"
+        log.warning("sync handler %s:%s: its abandoned thread has ended, %.3f s after it was"
+                    " given up on (it ran %.3f s%s; %d abandoned thread(s) now)", run.task,
+                    run.job_id, run.ended_at - run.abandoned_at, ran, overran,
+                    self._abandoned_count)
+        if run.ended is not None and not run.ended.done():
+            run.ended.set_result(None)
 
     def _options(self, data: bytes) -> JobOptions:
         """Decoded job options; most jobs share a few distinct encodings, so cache them."""
@@ -164,6 +281,57 @@ class Executor:
                 log.exception("backoff of task %s raised; using the default", task.name)
                 delay_ms = int(retry_delay_s(DEFAULT_BACKOFF, job.attempt) * 1000)
         return _failure(job, error, tb, delay_ms, options.retention)
+
+
+class _ThreadRun:
+    """One sync attempt: called in the worker thread, it runs the handler and returns
+    ``(True, result)`` or ``(False, exception)``, never raising (a SystemExit must not
+    reach the event loop). ``lock`` orders the thread's start and end with the event
+    loop's giving up on it."""
+
+    __slots__ = ("abandoned_at", "dropped", "ended", "ended_at", "fn", "job_id", "lock",
+                 "loop", "on_end", "started", "started_at", "task", "timeout_s")
+
+    def __init__(self, task: str, job_id: str, timeout_s: float | None, fn: Callable[[], Any],
+                 on_end: Callable[[_ThreadRun], None]) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        self.fn = fn
+        self.on_end = on_end  # called in the loop when an abandoned thread ends
+        self.loop = asyncio.get_running_loop()
+        self.lock = threading.Lock()
+        self.started = False  # the handler was called
+        self.dropped = False  # given up on before it started: it never will
+        self.started_at = 0.0
+        self.ended_at: float | None = None  # set by the thread when the handler returns
+        self.ended: asyncio.Future[None] | None = None  # set when abandoned
+        self.abandoned_at: float | None = None
+
+    def __call__(self) -> tuple[bool, Any]:
+        with self.lock:
+            if self.dropped:
+                return False, None
+            self.started = True
+        try:
+            result: tuple[bool, Any] = (True, self.fn())
+        except BaseException as e:
+            result = (False, e)
+        with self.lock:
+            self.ended_at = time.perf_counter()
+            abandoned = self.ended is not None
+        if abandoned:
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody to tell
+                self.loop.call_soon_threadsafe(self.on_end, self)
+        return result
+
+
+class _SyncTimeout(Exception):
+    """A sync handler's timeout fired; its thread has ended since, ``overrun_s`` later."""
+
+    def __init__(self, overrun_s: float) -> None:
+        super().__init__(overrun_s)
+        self.overrun_s = overrun_s
 
 
 def _failure(job: FetchedJob, error: str, tb: str, retry_delay_ms: int,

@@ -159,6 +159,12 @@ class Worker:
         more = f" and {len(jobs) - 5} more" if len(jobs) > 5 else ""
         return ", ".join(jobs[:5]) + more
 
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync handlers' threads still running after their job gave up on them (timeout,
+        lease lost, shutdown): a Python thread cannot be killed, only asked to stop."""
+        return self.executor.abandoned_threads
+
     def count_outcome(self, ok: bool) -> None:
         if ok:
             self.processed += 1
