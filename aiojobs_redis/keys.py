@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 from .errors import InvalidQueueName
 
 PREFIX: Final = "ajr"
@@ -31,7 +33,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),
     "marker": ("ZSET", "add_jobs, fetch_jobs, resume", "one member: wakes one idle worker"),
     "seq": ("STRING", "add_jobs and every script that makes a job wait", "one integer"),
-    "meta": ("HASH", "pause, resume, workers", "a few fields"),
+    "meta": ("HASH", "pause, resume, recover_stalled (the serving clock: seen, serving_since)",
+             "a few fields"),
     "workers": ("ZSET", "worker heartbeats (worker id -> when its record expires)",
                 "live workers; dead ones pruned by live workers one lease after expiry"),
     "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
@@ -64,6 +67,32 @@ def validate_queue_name(name: str) -> str:
             " starting with a letter or digit"
         )
     return name
+
+
+def queue_slot(name: str) -> int:
+    """The Redis Cluster hash slot that holds every key of queue ``name``."""
+    return int(key_slot(validate_queue_name(name).encode()))
+
+
+def spread_queue_names(prefix: str, count: int) -> list[str]:
+    """``count`` queue names ``<prefix>-<i>`` (plus a short suffix where needed) whose
+    slots are spread evenly over the 16384 slots of a Redis Cluster, so that queues
+    meant to share the load land on different shards: name ``i`` falls in the i-th of
+    ``count`` equal slot ranges. Deterministic: every process computes the same names."""
+    if not 1 <= count <= 1024:
+        raise InvalidQueueName("spread_queue_names: count must be 1..1024")
+    width = REDIS_CLUSTER_HASH_SLOTS / count
+    names = []
+    for i in range(count):
+        low, high = int(i * width), int((i + 1) * width)
+        for attempt in range(100_000):
+            name = f"{prefix}-{i}" if attempt == 0 else f"{prefix}-{i}.{attempt}"
+            if low <= queue_slot(name) < high:
+                names.append(name)
+                break
+        else:  # pragma: no cover - 100,000 tries always hit a range of 16 slots or more
+            raise InvalidQueueName(f"no name for slot range {low}..{high}")
+    return names
 
 
 @dataclass(frozen=True, slots=True)

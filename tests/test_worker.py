@@ -475,3 +475,23 @@ async def test_blocking_sync_handler_keeps_its_lease(queue: Queue) -> None:
         assert await job.result(timeout=20) == "done"
     info = await job.info()
     assert runs == [1] and info.stalls == 0 and info.attempts == 1
+
+
+@task(name="hold_forever")
+async def hold_forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_lost_leases_are_logged_once_per_episode(
+        queue: Queue, caplog: pytest.LogCaptureFixture) -> None:
+    """50 jobs losing their lease at once make one log line, not 50."""
+    await queue.enqueue_many([hold_forever.call() for _ in range(50)])
+    worker = Worker(queue, tasks=[hold_forever], concurrency=50, handle_signals=False)
+    async with running(worker):
+        await wait_until(lambda: worker.running_count() == 50, timeout=20)
+        [lane] = worker.lanes
+        with caplog.at_level("WARNING", logger="aiojobs_redis.worker"):
+            lane.mark_lost(list(lane.running))
+        await wait_until(lambda: worker.running_count() == 0, timeout=20)
+    lines = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+    assert len(lines) == 1 and "50 running job(s)" in lines[0], lines

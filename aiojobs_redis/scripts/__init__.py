@@ -1,20 +1,33 @@
 """The Lua scripts, one file per state transition, and their loader.
 
-Each script is loaded once and called by SHA; after a Redis restart (NOSCRIPT)
-it is loaded again and the call retried once. :data:`SPECS` names every
+Each script is called by SHA; after a Redis restart or SCRIPT FLUSH (NOSCRIPT),
+every script of the library is loaded again at once and the call retried once.
+Loading all of them, not just the one that failed, keeps the order of a batch: a
+batch then meets either no script or all of its scripts, never a loaded one after a
+missing one that would run before it. :data:`SPECS` names every
 script's keys and arguments in header order; a test keeps the two in step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..connection import AnyRedis
 from ..keys import QueueKeys
@@ -55,8 +68,9 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
     ScriptSpec(
         "recover_stalled",
-        ("active", "wait", "failed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen", "max_stalls", "limit"),
+        ("active", "wait", "failed", "events", "marker", "seq", "meta"),
+        ("job_prefix", "events_maxlen", "max_stalls", "limit", "keep_count", "keep_age_ms",
+         "gap_ms"),
     ),
     ScriptSpec(
         "return_jobs",
@@ -148,21 +162,45 @@ class Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
+            await load_all(client)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def load_all(client: AnyRedis) -> None:
+    """Load every script of the library (after NOSCRIPT: Redis restarted or flushed them)."""
+    if isinstance(client, RedisCluster):
+        for script in SCRIPTS.values():  # SCRIPT LOAD goes to every primary
+            await client.script_load(script.source)
+        return
+    pipe = client.pipeline(transaction=False)
+    for script in SCRIPTS.values():
+        pipe.script_load(script.source)
+    await pipe.execute()
 
 
 class Batch:
     """Several script calls sent in one round trip (a non-transactional pipeline).
 
-    A call that meets NOSCRIPT is re-run on its own after loading its script; each
-    call is atomic by itself, so the others in the batch either ran or did not.
+    Calls that meet NOSCRIPT are re-run in order after every script is loaded again;
+    each call is atomic by itself, so the others in the batch either ran or did not.
+    ``reordered`` tells that a call ran before an earlier call of the batch (possible
+    only when another client loaded some scripts but not all): a caller that draws
+    conclusions from the order, such as "the fetch after a retry found nothing", must
+    look again.
+
+    With ``replicas`` > 0, a ``WAIT replicas timeout`` follows the calls on each node
+    they went to, in the same round trip; ``acked`` is then the fewest replicas that
+    confirmed the writes of any node (the caller decides what too few means).
     """
 
-    __slots__ = ("calls",)
+    __slots__ = ("acked", "calls", "reordered", "replica_timeout_ms", "replicas")
 
-    def __init__(self) -> None:
+    def __init__(self, *, replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
         self.calls: list[tuple[Script, list[str], list[Any]]] = []
+        self.reordered = False
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self.acked: int | None = None
 
     def add(self, script: Script, keys: list[str], args: list[Any]) -> int:
         """Queue a call; returns its index in the results of :meth:`execute`."""
@@ -173,20 +211,107 @@ class Batch:
         return len(self.calls)
 
     async def execute(self, client: AnyRedis) -> list[Any]:
-        if len(self.calls) == 1 or isinstance(client, RedisCluster):
-            # redis-py refuses EVALSHA in cluster pipelines: one call after another there
-            return [await script(client, keys, args) for script, keys, args in self.calls]
+        if len(self.calls) == 1 and not self.replicas:
+            script, keys, args = self.calls[0]
+            return [await script(client, keys, args)]
+        if isinstance(client, RedisCluster):
+            return await self._execute_on_nodes(client)
         pipe = client.pipeline(transaction=False)
         for script, keys, args in self.calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if self.replicas:
+            pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
         results: list[Any] = await pipe.execute(raise_on_error=False)
+        if self.replicas:
+            self.acked = _acked(results.pop())
+        return await self._settle(client, results)
+
+    async def _execute_on_nodes(self, client: RedisCluster) -> list[Any]:
+        """On a cluster: one pipeline per node that owns the calls' slots, all nodes at
+        once (redis-py's cluster pipeline refuses EVALSHA). A call redirected by MOVED or
+        ASK (a slot migrating, a failover) was not run: it is sent again through the
+        cluster client, which follows the redirection and refreshes its slot map."""
+        await client.initialize()
+        by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+        for i, (script, keys, args) in enumerate(self.calls):
+            node = client.get_node_from_key(keys[0])
+            if node is None:  # no primary known for the slot: let the client find it
+                raise SlotNotCoveredError(f"no node serves the slot of {keys[0]!r}")
+            command = PipelineCommand(i, "EVALSHA", script.sha, len(keys), *keys, *args)
+            by_node.setdefault(node.name, (node, []))[1].append(command)
+        if self.replicas:
+            for _, commands in by_node.values():
+                commands.append(PipelineCommand(-1, "WAIT", self.replicas,
+                                                self.replica_timeout_ms))
+        try:
+            await asyncio.gather(*(node.execute_pipeline(commands)
+                                   for node, commands in by_node.values()))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await _refresh_slots(client)  # a failover: find the new primaries next time
+            raise
+        results: list[Any] = [None] * len(self.calls)
+        acks: list[int] = []
+        for _, commands in by_node.values():
+            for command in commands:
+                if command.position < 0:
+                    acks.append(_acked(command.result))
+                else:
+                    results[command.position] = command.result
+        if acks:
+            self.acked = min(acks)
+        redirected = False
         for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):
+            if isinstance(result, MovedError | AskError | TryAgainError | ClusterDownError):
                 script, keys, args = self.calls[i]
                 results[i] = await script(client, keys, args)
-            elif isinstance(result, BaseException):
+                redirected = True
+        if redirected and self.replicas:
+            await self._wait_again(client)
+        return await self._settle(client, results)
+
+    async def _wait_again(self, client: AnyRedis) -> None:
+        """WAIT on the nodes of this batch's calls after some were sent on their own."""
+        if isinstance(client, RedisCluster):
+            nodes = {node.name: node for _, keys, _ in self.calls
+                     if (node := client.get_node_from_key(keys[0])) is not None}
+            acks = [_acked(await client.execute_command(
+                "WAIT", self.replicas, self.replica_timeout_ms, target_nodes=node))
+                for node in nodes.values()]
+        else:
+            acks = [_acked(await client.wait(self.replicas, self.replica_timeout_ms))]
+        self.acked = min(acks, default=0)
+
+    async def _settle(self, client: AnyRedis, results: list[Any]) -> list[Any]:
+        """Raise the first error; re-run, in order, the calls that met NOSCRIPT."""
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
                 raise result
+        if missing:
+            self.reordered = any(i > missing[0] for i in range(len(results))
+                                 if i not in missing)
+            await load_all(client)
+            for i in missing:
+                script, keys, args = self.calls[i]
+                results[i] = await client.evalsha(script.sha, len(keys), *keys, *args)
+            if self.replicas:
+                await self._wait_again(client)
         return results
+
+
+def _acked(reply: Any) -> int:
+    if isinstance(reply, BaseException):
+        raise reply
+    return int(reply)
+
+
+async def _refresh_slots(client: RedisCluster) -> None:
+    """Ask the cluster for its slot map again (best effort: during a failover no node may
+    answer yet; the next batch tries again)."""
+    try:
+        await client.nodes_manager.initialize()
+    except Exception:
+        return
 
 
 def scripts_markdown() -> str:

@@ -12,12 +12,24 @@
                        due_at_ms > 0: absolute; -1: unset)
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed) ]]
+--!include jobs
+local prefix, maxlen = ARGV[1], ARGV[2]
+local jobs = cmsgpack.unpack(ARGV[3])
+if type(jobs) ~= 'table' then return bad_input('add_jobs', 'jobs must be an array') end
+for i, job in ipairs(jobs) do
+  local ok = type(job) == 'table'
+  for j = 1, 4 do ok = ok and type(job[j]) == 'string' end
+  for j = 5, 8 do ok = ok and type(job[j]) == 'number' end
+  if not ok then
+    return bad_input('add_jobs', 'job ' .. i .. ' is not [id, task, payload, options, priority,'
+      .. ' max_attempts, delay_ms, due_at_ms]')
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prefix, maxlen = ARGV[1], ARGV[2]
 local BAND = 1099511627776 -- 2^40
-local jobs = cmsgpack.unpack(ARGV[3])
 local n = #jobs
 local seq = tonumber(redis.call('INCRBY', KEYS[5], n)) - n
 local out = {}

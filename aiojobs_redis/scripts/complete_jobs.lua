@@ -14,12 +14,23 @@
   Returns: one status per job: 1 OK | 0 DUPLICATE (this token already completed it)
            | -1 NO_JOB | -2 LEASE_LOST ]]
 --!include jobs
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not keep_count or not keep_age then
+  return bad_input('complete_jobs', 'keep_count and keep_age_ms must be numbers')
+end
+local rows = cmsgpack.unpack(ARGV[5])
+if type(rows) ~= 'table' then return bad_input('complete_jobs', 'outcomes must be an array') end
+for i, o in ipairs(rows) do
+  if type(o) ~= 'table' or type(o[1]) ~= 'string' or type(o[2]) ~= 'string'
+      or type(o[3]) ~= 'string' then
+    return bad_input('complete_jobs', 'outcome ' .. i .. ' is not [id, token, result]')
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, done = {}, {}
-for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
+for _, o in ipairs(rows) do
   local id, token = o[1], o[2]
   local key = prefix .. id
   local job = redis.call('HMGET', key, 'state', 'token')
@@ -44,7 +55,7 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
   out[#out + 1] = status
 end
 if #done > 0 then
-  redis.call('ZREM', KEYS[1], unpack(done))
-  trim_finished(KEYS[2], prefix, now, keep_count, keep_age)
+  call_chunked({'ZREM', KEYS[1]}, done)
+  trim_finished(KEYS[2], prefix, now, keep_count, keep_age, #done)
 end
 return out

@@ -9,4 +9,6 @@
   Includes: lib/jobs.lua
   Returns: the number of jobs removed by this call ]]
 --!include jobs
-return purge_sets(ARGV[1], {KEYS[1], KEYS[2]}, tonumber(ARGV[2]))
+local limit = tonumber(ARGV[2])
+if not limit or limit < 1 then return bad_input('drain_queue', 'limit must be >= 1') end
+return purge_sets(ARGV[1], {KEYS[1], KEYS[2]}, limit)

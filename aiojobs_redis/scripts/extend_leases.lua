@@ -6,10 +6,15 @@
   ARGV[3..] groups of 2: id, token
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: the ids whose lease is lost (token changed, job gone or no longer active) ]]
+--!include jobs
+local lease = tonumber(ARGV[2])
+if not lease then return bad_input('extend_leases', 'lease_ms must be a number') end
+if (#ARGV - 2) % 2 ~= 0 then return bad_input('extend_leases', 'an id without its token') end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = now + tonumber(ARGV[2])
+local deadline = now + lease
 local lost, leases = {}, {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
@@ -21,5 +26,5 @@ for i = 3, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-if #leases > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(leases)) end
+call_chunked({'ZADD', KEYS[1], 'XX'}, leases)
 return lost

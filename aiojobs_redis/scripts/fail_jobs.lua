@@ -21,14 +21,26 @@
   Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 0 DUPLICATE
            | -1 NO_JOB | -2 LEASE_LOST ]]
 --!include jobs
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not keep_count or not keep_age then
+  return bad_input('fail_jobs', 'keep_count and keep_age_ms must be numbers')
+end
+local rows = cmsgpack.unpack(ARGV[5])
+if type(rows) ~= 'table' then return bad_input('fail_jobs', 'outcomes must be an array') end
+for i, o in ipairs(rows) do
+  if type(o) ~= 'table' or type(o[1]) ~= 'string' or type(o[2]) ~= 'string'
+      or type(o[3]) ~= 'string' or type(o[4]) ~= 'string' or type(o[5]) ~= 'number' then
+    return bad_input('fail_jobs', 'outcome ' .. i
+      .. ' is not [id, token, error, traceback, retry_delay_ms]')
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
 local out, done = {}, {}
-local failed_any, retried_any = false, false
-for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
+local failed, retried_any = 0, false
+for _, o in ipairs(rows) do
   local id, token = o[1], o[2]
   local key = prefix .. id
   local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'priority')
@@ -59,7 +71,7 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
         'delay_ms', delay)
     else
       status = 1
-      failed_any = true
+      failed = failed + 1
       if keep_count == 0 then
         redis.call('DEL', key)
       else
@@ -72,7 +84,7 @@ for _, o in ipairs(cmsgpack.unpack(ARGV[5])) do
   end
   out[#out + 1] = status
 end
-if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+call_chunked({'ZREM', KEYS[1]}, done)
 if retried_any then redis.call('ZADD', KEYS[6], 0, 'w') end
-if failed_any then trim_finished(KEYS[4], prefix, now, keep_count, keep_age) end
+if failed > 0 then trim_finished(KEYS[4], prefix, now, keep_count, keep_age, failed) end
 return out

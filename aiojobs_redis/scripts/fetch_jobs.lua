@@ -16,16 +16,21 @@
   ARGV[7] promote_limit  how many due delayed jobs to promote at most
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: { ms until the next delayed job is due (-1: none), then groups of 8:
              id, token, task, payload, options, attempt (1-based), max_attempts,
              ms the job waited since it became runnable (its 'ready' time) } ]]
+--!include jobs
+local prefix, maxlen = ARGV[1], ARGV[2]
+local count, lease, promote_limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
+if not count or not lease or not promote_limit then
+  return bad_input('fetch_jobs', 'count, lease_ms and promote_limit must be numbers')
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prefix, maxlen = ARGV[1], ARGV[2]
-local count, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local BAND = 1099511627776 -- 2^40
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, promote_limit)
 if #due > 0 then
   local seq = tonumber(redis.call('INCRBY', KEYS[6], #due)) - #due
   for i, id in ipairs(due) do
@@ -36,7 +41,7 @@ if #due > 0 then
       redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, id)
     end
   end
-  redis.call('ZREM', KEYS[2], unpack(due))
+  call_chunked({'ZREM', KEYS[2]}, due)
 end
 
 local out = {-1}
@@ -62,7 +67,7 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
       out[n + 8] = math.max(now - (tonumber(job[6]) or now), 0)
     end
   end
-  if #leases > 0 then redis.call('ZADD', KEYS[3], unpack(leases)) end
+  call_chunked({'ZADD', KEYS[3]}, leases)
   if #popped == count * 2 and redis.call('ZCARD', KEYS[1]) > 0 then
     redis.call('ZADD', KEYS[5], 0, 'w') -- more work: wake another idle worker
   end

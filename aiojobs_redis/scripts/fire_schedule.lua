@@ -25,6 +25,13 @@
   Returns: 1 FIRED (advanced; jobs added unless their id exists) | 0 MOVED_ON (the tick or the
            definition changed since the caller read them: nothing written) | -1 NO_SCHEDULE |
            -4 NOT_DUE (the pending tick's due time is after Redis TIME) ]]
+-- validate first, write last: nothing below may fail once the first job is written
+local next_tick, priority = tonumber(ARGV[8]), tonumber(ARGV[13])
+if not tonumber(ARGV[7]) or not next_tick or not priority or not tonumber(ARGV[14])
+    or (next_tick >= 0 and not tonumber(ARGV[9])) then
+  return redis.error_reply('ERR fire_schedule: handled, next_tick, next_due, priority and'
+    .. ' max_attempts must be numbers')
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -35,7 +42,6 @@ if cur[1] ~= ARGV[5] or cur[2] ~= ARGV[6] then return 0 end
 if tonumber(cur[3]) < 0 or tonumber(cur[3]) > now then return -4 end
 
 local BAND = 1099511627776 -- 2^40
-local priority = tonumber(ARGV[13])
 local n = #ARGV - 14
 local last_job = false
 if n > 0 then
@@ -59,7 +65,7 @@ end
 redis.call('HSET', skey, 'tick', ARGV[8], 'due', ARGV[9], 'last_tick', ARGV[7],
   'runs', tonumber(cur[4] or 0) + n, 'fired_at', now)
 if last_job then redis.call('HSET', skey, 'last_job', last_job) end
-if tonumber(ARGV[8]) < 0 then
+if next_tick < 0 then
   redis.call('ZADD', KEYS[5], '+inf', ARGV[4])
 else
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[4])

@@ -6,11 +6,15 @@
   ARGV[2] limit            how many due schedules to return at most
   Derived: <sched_prefix><name> HASH per due schedule (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: { Redis time (ms), ms until the first schedule due after those returned (-1: none),
              then groups of 4: name, digest, pending tick (ms), runs so far } ]]
+--!include jobs
+local limit = tonumber(ARGV[2])
+if not limit then return bad_input('list_due_schedules', 'limit must be a number') end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 local out = {now, -1}
 local gone = {}
 for _, name in ipairs(names) do
@@ -22,7 +26,7 @@ for _, name in ipairs(names) do
     gone[#gone + 1] = name
   end
 end
-if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+call_chunked({'ZREM', KEYS[1]}, gone)
 local nxt = redis.call('ZRANGE', KEYS[1], #names - #gone, #names - #gone, 'WITHSCORES')
 if nxt[2] and nxt[2] ~= 'inf' then out[2] = math.max(tonumber(nxt[2]) - now, 0) end
 return out

@@ -18,6 +18,8 @@
   Returns: jobs deleted by this call (0: the queue is gone) | -3 WRONG_STATE (active jobs) ]]
 --!include jobs
 local limit = tonumber(ARGV[2])
+-- a limit below 1 would delete nothing, report 0 and so drop the queue's keys under its jobs
+if not limit or limit < 1 then return bad_input('obliterate_queue', 'limit must be >= 1') end
 if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
 local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, limit)
 if removed == 0 then

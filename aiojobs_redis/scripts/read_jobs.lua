@@ -13,9 +13,21 @@
   Returns: { jobs in the state, then per job: id and the fields' values (nil if missing) } ]]
 local key = KEYS[1]
 local offset, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local fields = {}
 local cap = tonumber(ARGV[5])
+if not offset or not limit or not cap then
+  return redis.error_reply('ERR read_jobs: offset, limit and cap must be numbers')
+end
+local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+-- HMGET of the fields in chunks: unpack() of ~8,000 values fails
+local function read_fields(job_key)
+  local values = {}
+  for i = 1, #fields, 1000 do
+    local got = redis.call('HMGET', job_key, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #got do values[i + j - 1] = got[j] end
+  end
+  return values
+end
 local ids
 if ARGV[4] == '1' then
   ids = redis.call('ZRANGE', key, offset, offset + limit - 1, 'REV')
@@ -25,7 +37,7 @@ end
 local out = {redis.call('ZCARD', key)}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  local values = redis.call('HMGET', ARGV[1] .. id, unpack(fields))
+  local values = read_fields(ARGV[1] .. id)
   for j = 1, #fields do
     local v = values[j]
     if v and #v > cap then v = string.sub(v, 1, cap) end

@@ -14,6 +14,9 @@ local t = redis.call('TIME')
 local minute = math.floor(tonumber(t[1]) / 60)
 local slots, width = tonumber(ARGV[1]), tonumber(ARGV[2])
 -- validate first, write last
+if not slots or slots < 1 or not width or width < 0 or (#ARGV - 2) % 3 ~= 0 then
+  return redis.error_reply('ERR record_metrics: bad slots, width or group count')
+end
 for i = 3, #ARGV, 3 do
   local index, inc = tonumber(ARGV[i]), tonumber(ARGV[i + 2])
   if not index or index < 1 or index > width or not inc or inc ~= math.floor(inc) then

@@ -10,8 +10,10 @@
   ARGV[3..] job ids
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: one status per job: 1 OK | -1 NO_JOB (its id is dropped from failed)
            | -3 WRONG_STATE (not failed) ]]
+--!include jobs
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -39,6 +41,6 @@ for i = 3, #ARGV do
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
   end
 end
-if #done > 0 then redis.call('ZREM', KEYS[2], unpack(done)) end
+call_chunked({'ZREM', KEYS[2]}, done)
 if requeued then redis.call('ZADD', KEYS[4], 0, 'w') end
 return out

@@ -11,7 +11,10 @@
   ARGV[3..] groups of 2: id, token
   Derived: <job_prefix><id> HASH for each job (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: one status per job: 1 OK | -1 NO_JOB | -2 LEASE_LOST ]]
+--!include jobs
+if (#ARGV - 2) % 2 ~= 0 then return bad_input('return_jobs', 'an id without its token') end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, maxlen = ARGV[1], ARGV[2]
@@ -35,7 +38,7 @@ for i = 3, #ARGV, 2 do
   end
 end
 if #done > 0 then
-  redis.call('ZREM', KEYS[1], unpack(done))
+  call_chunked({'ZREM', KEYS[1]}, done)
   redis.call('ZADD', KEYS[4], 0, 'w')
 end
 return out

@@ -13,6 +13,10 @@
   Time:    redis.call('TIME')
   Returns: 1 CREATED | 2 REPLACED | 0 UNCHANGED | 3 REPAIRED (same definition; its index entry
            was missing and is restored) | -5 CONFLICT (changed since the caller read it) ]]
+local tick = tonumber(ARGV[7])
+if not tick or (tick >= 0 and not tonumber(ARGV[8])) then
+  return redis.error_reply('ERR upsert_schedule: tick and due must be numbers')
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local name = ARGV[2]
@@ -35,7 +39,7 @@ if not cur[1] then
   redis.call('HSET', skey, 'created', now, 'runs', 0)
   status = 1
 end
-if tonumber(ARGV[7]) < 0 then
+if tick < 0 then
   redis.call('ZADD', KEYS[1], '+inf', name)
 else
   redis.call('ZADD', KEYS[1], ARGV[8], name)

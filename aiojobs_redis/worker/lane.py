@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,7 +35,6 @@ log = logging.getLogger("aiojobs_redis.worker")
 _MAX_IDLE_BLOCK_S = 5.0
 _PROMOTE_LIMIT = 1000
 _MAX_FETCH = 1000
-_GROUP = {"complete_jobs": 3, "fail_jobs": 5}
 
 
 class Running:
@@ -124,16 +124,20 @@ class Lane:
         for o in outcomes:
             retention = _retention_args(o.retention or q.retention, o.ok)
             groups.setdefault(("complete_jobs" if o.ok else "fail_jobs", retention), []).append(o)
-        sent: list[tuple[int, list[Outcome], str]] = []
+        sent: list[tuple[int, list[Outcome]]] = []
+        per_call = 1000  # outcome rows per script call at most: a script cannot unpack more
         for (name, (keep_count, keep_age)), group in groups.items():
-            if name == "complete_jobs":
-                rows: list[tuple[Any, ...]] = [(o.job.id, o.job.token, o.value) for o in group]
-            else:
-                rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
-                        for o in group]
-            args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
             script = SCRIPTS[name]
-            sent.append((batch.add(script, script.keys_of(k), args), group, name))
+            for start in range(0, len(group), per_call):
+                chunk = group[start:start + per_call]
+                if name == "complete_jobs":
+                    rows: list[tuple[Any, ...]] = [(o.job.id, o.job.token, o.value)
+                                                   for o in chunk]
+                else:
+                    rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
+                            for o in chunk]
+                args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
+                sent.append((batch.add(script, script.keys_of(k), args), chunk))
         add_outcomes(batch, q, outcomes)  # metrics ride in the same round trip
         fetch_at = -1
         if want:
@@ -151,9 +155,16 @@ class Lane:
             self._outage = False
             log.warning("queue %s: Redis is back", q.name)
         self.worker.backoff.reset()
-        for index, group, name in sent:
+        dropped: dict[int, list[Outcome]] = {}
+        for index, group in sent:
             for o, status in zip(group, results[index], strict=True):
-                self._log_outcome(o, int(status), name)
+                if not self._log_outcome(o, int(status)):
+                    dropped.setdefault(int(status), []).append(o)
+        for status, lost in dropped.items():  # one line per round trip, not per job
+            what = ("lease lost: another worker owns them now" if status == -2 else
+                    "the jobs vanished (removed, or the queue wiped)")
+            log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
+                        len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
         if fetch_at >= 0:
             reply = results[fetch_at]
             self.next_due_ms = int(reply[0])
@@ -166,9 +177,10 @@ class Lane:
             return got
         return 0
 
-    def _log_outcome(self, o: Outcome, status: int, script: str) -> None:
+    def _log_outcome(self, o: Outcome, status: int) -> bool:
+        """Log one outcome's status; False when it was dropped (logged by the caller)."""
         job = o.job
-        if status == 1:
+        if status in (1, 0):  # 0: this attempt's outcome was recorded by a re-sent call
             self.worker.count_outcome(o.ok)
         if status == 1 and o.ok:
             log.info("← %s %s:%s completed", self.queue.name, job.task, job.id)
@@ -178,12 +190,12 @@ class Lane:
         elif status == 2:
             log.info("↻ %s %s:%s attempt %d failed, retrying in %d ms: %s", self.queue.name,
                      job.task, job.id, job.attempt, o.retry_delay_ms, o.error)
-        elif status == -2:
-            log.warning("%s %s:%s: lease lost, the outcome of this attempt is dropped"
-                        " (another worker owns the job now)", self.queue.name, job.task, job.id)
-        elif status == -1:
-            log.warning("%s %s:%s: the job vanished before its outcome was recorded",
-                        self.queue.name, job.task, job.id)
+        elif status == 0:
+            log.debug("%s %s:%s: outcome already recorded (a call sent again after a lost"
+                      " reply)", self.queue.name, job.task, job.id)
+        elif status in (-1, -2):
+            return False
+        return True
 
     # --------------------------------------------------------------- the jobs
 
@@ -213,13 +225,17 @@ class Lane:
         self.wake.set()
 
     def mark_lost(self, job_ids: list[str]) -> None:
+        cancelled = []
         for job_id in job_ids:
             entry = self.running.get(job_id)
             if entry is not None and entry.task is not None:
-                log.warning("%s %s:%s: lease lost; cancelling the handler", self.queue.name,
-                            entry.job.task, job_id)
+                cancelled.append(f"{entry.job.task}:{job_id}")
                 entry.lost = True
                 entry.task.cancel()
+        if cancelled:
+            log.warning("queue %s: lease lost for %d running job(s); cancelling their handlers"
+                        " (another worker may run them now): %s", self.queue.name,
+                        len(cancelled), _some(cancelled))
 
     async def hand_back(self) -> None:
         """Cancel the running jobs and put them back to waiting at once (shutdown)."""
@@ -234,12 +250,16 @@ class Lane:
                              return_exceptions=True)
         q = self.queue
         k = q.keys
-        args: list[Any] = [k.job_prefix, q.events_maxlen]
-        for e in entries:
-            args += (e.job.id, e.job.token)
         script = SCRIPTS["return_jobs"]
-        statuses = await script(q.client, script.keys_of(k), args)
-        returned = sum(1 for s in statuses if s == 1)
+        per_call = 1000  # jobs per script call at most; all calls go in one round trip
+        batch = Batch()
+        for start in range(0, len(entries), per_call):
+            args: list[Any] = [k.job_prefix, q.events_maxlen]
+            for e in entries[start:start + per_call]:
+                args += (e.job.id, e.job.token)
+            batch.add(script, script.keys_of(k), args)
+        results = await batch.execute(q.client)
+        returned = sum(1 for statuses in results for s in statuses if s == 1)
         log.warning("queue %s: handed %d unfinished job(s) back to waiting", q.name, returned)
 
     # -------------------------------------------------------------- idle wait
@@ -260,7 +280,23 @@ class Lane:
             self.wake.set()
 
     async def stop_waker(self) -> None:
-        if self._waker is not None:
-            self._waker.cancel()
-            await asyncio.gather(self._waker, return_exceptions=True)
-            self._waker = None
+        """Cancel the idle wait. redis-py's blocking read can swallow a cancellation that
+        races its own timeout (Python 3.11), which left a stopping worker waiting out the
+        BZPOPMIN (up to 5 s): cancel again until the task has ended."""
+        waker, self._waker = self._waker, None
+        if waker is None:
+            return
+        for _ in range(100):
+            waker.cancel()
+            done, _ = await asyncio.wait({waker}, timeout=0.05)
+            if done:
+                break
+        if waker.done() and not waker.cancelled():
+            waker.exception()  # retrieved: an outage there was logged by the wait itself
+
+
+def _some(names: Iterable[str], shown: int = 5) -> str:
+    """A few names of a long list, and how many more."""
+    names = list(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -42,8 +42,8 @@ class ReconnectBackoff:
 
 
 class LeaseKeeper:
-    """Every ``lease_ms / 3``: extend the leases of all running jobs (one script call
-    per queue, all queues in one pipeline) and write the worker's heartbeat."""
+    """Every ``lease_ms / 3``: extend the leases of all running jobs (one round trip per
+    queue, at most 1,000 jobs per script call) and write the worker's heartbeat."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker

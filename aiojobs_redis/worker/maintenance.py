@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from ..ops.metrics import record_stalled
 from ..scripts import SCRIPTS
+from .lane import _retention_args
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
@@ -25,14 +27,24 @@ log = logging.getLogger("aiojobs_redis.worker")
 _RECOVER_LIMIT = 1000
 
 
-async def recover_stalled(queue: Queue, max_stalls: int) -> tuple[int, int]:
-    """Put jobs whose lease ran out back to waiting (or fail them); returns the counts."""
+async def recover_stalled(queue: Queue, max_stalls: int, gap_ms: int = -1,
+                          on_deferred: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Put jobs whose lease ran out back to waiting (or fail them); returns the counts.
+
+    ``gap_ms``: a pause of Redis longer than this (no call served) restarts its serving
+    clock, and nothing is recovered until it has served that long again (-1: no clock);
+    ``on_deferred`` is told how long recovery waits then."""
     k = queue.keys
     script = SCRIPTS["recover_stalled"]
-    requeued, failed = await script(
+    # jobs failed for too many stalls obey the queue's failed-job retention, as fail_jobs does
+    keep_count, keep_age_ms = _retention_args(queue.retention, ok=False)
+    requeued, failed, deferred_ms = await script(
         queue.client, script.keys_of(k),
-        [k.job_prefix, queue.events_maxlen, max_stalls, _RECOVER_LIMIT],
+        [k.job_prefix, queue.events_maxlen, max_stalls, _RECOVER_LIMIT, keep_count, keep_age_ms,
+         gap_ms],
     )
+    if int(deferred_ms) > 0 and on_deferred is not None:
+        on_deferred(int(deferred_ms))
     if requeued or failed:
         log.warning("queue %s: recovered %d stalled job(s), failed %d after %d stalls",
                     queue.name, requeued, failed, max_stalls)
@@ -43,6 +55,11 @@ async def recover_stalled(queue: Queue, max_stalls: int) -> tuple[int, int]:
 class Maintenance:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self._deferring: set[str] = set()  # queues whose recovery waits (logged once)
+        # a pause of Redis longer than this is "not serving": half a lease (a pause that
+        # can expire a lease is longer than two thirds of it), and longer than this
+        # worker's own gaps between checks so that its calls alone keep the clock going
+        self.gap_ms = max(worker.lease_ms // 2, int(worker.stalled_check_s * 1500) + 100)
 
     async def run(self) -> None:
         interval = self.worker.stalled_check_s
@@ -50,7 +67,19 @@ class Maintenance:
             # spread the checks of many workers over the interval
             await asyncio.sleep(interval * (0.5 + random.random()))
             for lane in self.worker.lanes:
+                name = lane.queue.name
+                waited: list[int] = []
                 try:
-                    await recover_stalled(lane.queue, self.worker.max_stalls)
+                    await recover_stalled(lane.queue, self.worker.max_stalls, self.gap_ms,
+                                          waited.append)
                 except (RedisError, OSError) as e:
                     log.debug("stalled-job check of %s skipped: %s", lane.queue.name, e)
+                    continue
+                if not waited:
+                    self._deferring.discard(name)
+                elif name not in self._deferring:  # once per pause
+                    self._deferring.add(name)
+                    log.warning(
+                        "queue %s: Redis served no call for a while (a pause, an outage or a"
+                        " restart): stalled-job recovery waits %d ms so that live workers"
+                        " renew their leases first", name, waited[0])

@@ -102,18 +102,53 @@ async def test_extend_leases_reports_lost_ones(squeue: Queue) -> None:
     assert deadline is not None and deadline > (await squeue.now()).timestamp() * 1000 + 50_000
 
 
+async def test_recovered_job_goes_to_the_front_of_its_band(squeue: Queue) -> None:
+    """A job recovered from a dead worker has waited already: it does not queue again
+    behind the jobs enqueued since."""
+    await squeue.enqueue("t", options=JobOptions(job_id="early"))
+    _, (fetched,) = await direct.fetch(squeue, 1, lease_ms=1)
+    for i in range(3):
+        await squeue.enqueue("t", options=JobOptions(job_id=f"later{i}"))
+    await asyncio.sleep(0.01)
+    assert await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 3, 100) == [1, 0, 0]
+    assert await squeue.job_ids(JobState.WAITING) == ["early", "later0", "later1", "later2"]
+
+
+async def test_recover_stalled_waits_for_redis_to_serve_a_while(squeue: Queue) -> None:
+    """The serving clock: after a gap (nothing served for longer than gap_ms: a pause, an
+    outage) nothing is recovered until Redis has served gap_ms again."""
+    await squeue.enqueue("t")
+    await direct.fetch(squeue, 1, lease_ms=1)
+    await asyncio.sleep(0.01)
+    first = await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 3, 100, -1, -1, 300)
+    assert first[:2] == [0, 0] and first[2] < 0, "a new clock starts, silently"
+    await asyncio.sleep(0.1)
+    second = await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 3, 100, -1, -1, 300)
+    assert second[:2] == [0, 0] and 0 < second[2] <= 200
+    await asyncio.sleep(0.5)  # a gap longer than 300 ms: Redis "paused"; the clock restarts
+    third = await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 3, 100, -1, -1, 300)
+    assert third[:2] == [0, 0] and third[2] > 250
+    for _ in range(10):  # served without a gap for 300 ms: recovery runs
+        await asyncio.sleep(0.05)
+        reply = await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 3, 100, -1,
+                                 -1, 300)
+        if reply[2] == 0:
+            break
+    assert reply == [1, 0, 0]
+
+
 async def test_recover_stalled_requeues_then_fails(squeue: Queue) -> None:
     job = await squeue.enqueue("t")
     _, (fetched,) = await direct.fetch(squeue, 1, lease_ms=1)
     await asyncio.sleep(0.01)
-    assert await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 1, 100) == [1, 0]
+    assert await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 1, 100) == [1, 0, 0]
     info = await job.info()
     assert info.state is JobState.WAITING and info.stalls == 1 and info.attempts == 0
     assert await direct.complete(squeue, fetched) == -2, "the old worker's outcome is refused"
     _, (again,) = await direct.fetch(squeue, 1, lease_ms=1)
     assert again.attempt == 1, "a stall gives the attempt back"
     await asyncio.sleep(0.01)
-    assert await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 1, 100) == [0, 1]
+    assert await direct.run(squeue, "recover_stalled", squeue.events_maxlen, 1, 100) == [0, 1, 0]
     info = await job.info()
     assert info.state is JobState.FAILED and info.error and info.error.startswith("Stalled")
 

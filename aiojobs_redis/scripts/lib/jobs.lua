@@ -1,27 +1,49 @@
 -- lib/jobs.lua: helpers shared by several scripts. The loader puts this file in place of
 -- a line '--!include jobs' (so the SHA covers it). Helpers take keys as parameters: the
 -- including script passes its declared KEYS, and job hashes are built from the job prefix.
+--
+-- Rule of every script: validate all of its input first, then write. A script that fails
+-- after its first write leaves those writes applied (Redis has no rollback), so nothing
+-- after that point may fail on input. Lua's unpack() of about 8,000 values fails ("too many
+-- results to unpack"): a variadic command is never given an unbounded list, only chunks of
+-- at most CHUNK values through call_chunked.
+
+local CHUNK = 1000 -- values per variadic command; even, so that (score, member) pairs stay whole
+
+-- redis.call(head..., values[i..j]) for consecutive chunks of at most CHUNK values; nothing
+-- is called for an empty list. head: the command and its fixed arguments, e.g. {'ZREM', key}
+local function call_chunked(head, values)
+  local n = #values
+  for i = 1, n, CHUNK do
+    local args = {unpack(head)}
+    local base = #args
+    for j = i, math.min(i + CHUNK - 1, n) do args[base + j - i + 1] = values[j] end
+    redis.call(unpack(args))
+  end
+end
 
 -- delete the hashes of these job ids
 local function delete_jobs(prefix, ids)
-  if #ids == 0 then return end
   local keys = {}
   for j = 1, #ids do keys[j] = prefix .. ids[j] end
-  redis.call('DEL', unpack(keys))
+  call_chunked({'DEL'}, keys)
 end
 
 -- retention of a finished-jobs ZSET (job id -> finished at ms): first the jobs older than
--- keep_age ms, then the oldest beyond keep_count (-1: no limit); at most 1000 each pass
-local function trim_finished(set, prefix, now, keep_count, keep_age)
+-- keep_age ms, then the oldest beyond keep_count (-1: no limit). Each pass deletes at most
+-- 1000 + added jobs, `added` being how many the calling script just put in the set: the
+-- work stays bounded and a call never leaves the set further over its limits than before.
+local function trim_finished(set, prefix, now, keep_count, keep_age, added)
+  local budget = 1000 + added
   if keep_age >= 0 then
-    local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - keep_age, 'LIMIT', 0, 1000)
+    local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - keep_age, 'LIMIT', 0, budget)
     if #old > 0 then
       delete_jobs(prefix, old)
       redis.call('ZREMRANGEBYRANK', set, 0, #old - 1)
     end
   end
   if keep_count > 0 then
-    local excess = math.min(redis.call('ZCARD', set) - keep_count, 1000)
+    local excess = math.min(redis.call('ZCARD', set) - keep_count, budget)
     if excess > 0 then
       delete_jobs(prefix, redis.call('ZRANGE', set, 0, excess - 1))
       redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
@@ -37,9 +59,14 @@ local function purge_sets(prefix, sets, limit)
     local ids = redis.call('ZRANGE', set, 0, limit - removed - 1)
     if #ids > 0 then
       delete_jobs(prefix, ids)
-      redis.call('ZREM', set, unpack(ids))
+      call_chunked({'ZREM', set}, ids)
       removed = removed + #ids
     end
   end
   return removed
+end
+
+-- the error reply of a script refusing its input (before it wrote anything)
+local function bad_input(script, what)
+  return redis.error_reply('ERR ' .. script .. ': ' .. what)
 end
