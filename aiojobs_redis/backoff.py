@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -11,6 +12,9 @@ from .options import Backoff, ExponentialBackoff, FixedBackoff
 #: and returns the delay in seconds before the next one
 BackoffFunction = Callable[[int], float]
 
+#: the longest retry delay (ten years, as the options allow)
+MAX_RETRY_DELAY_S = 315_576_000.0
+
 
 def retry_delay_s(
     backoff: Backoff | BackoffFunction, attempt: int, rand: Callable[[], float] = random.random
@@ -19,9 +23,22 @@ def retry_delay_s(
     if isinstance(backoff, FixedBackoff):
         return _jittered(backoff.delay_s, backoff.jitter, rand)
     if isinstance(backoff, ExponentialBackoff):
-        raw = backoff.base_s * backoff.factor ** max(attempt - 1, 0)
-        return _jittered(min(raw, backoff.max_s), backoff.jitter, rand)
-    return max(float(backoff(attempt)), 0.0)
+        # the delay reaches max_s long before the power overflows a float: stop there
+        raw = backoff.max_s
+        if backoff.factor <= 1 or backoff.base_s <= 0:
+            raw = min(backoff.base_s, backoff.max_s)
+        else:
+            step = backoff.base_s
+            for _ in range(max(attempt - 1, 0)):
+                step *= backoff.factor
+                if step >= backoff.max_s:
+                    break
+            raw = min(step, backoff.max_s)
+        return _jittered(raw, backoff.jitter, rand)
+    delay = float(backoff(attempt))
+    if not math.isfinite(delay):  # a callable that says inf or nan: wait as long as we allow
+        return MAX_RETRY_DELAY_S if delay > 0 else 0.0
+    return min(max(delay, 0.0), MAX_RETRY_DELAY_S)
 
 
 def _jittered(delay: float, jitter: float, rand: Callable[[], float]) -> float:

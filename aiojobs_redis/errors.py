@@ -16,7 +16,8 @@
     ├── ResultTimeout (also TimeoutError)
     └── RedisError
         ├── RedisUnavailable     connection refused, reset, timed out
-        └── RedisOutOfMemory     Redis refused a write (maxmemory with noeviction)
+        ├── RedisOutOfMemory     Redis refused a write (maxmemory with noeviction)
+        └── NotReplicated        written on the primary, not confirmed by enough replicas
 
 Redis errors are wrapped at our boundary with ``raise ... from e``.
 """
@@ -117,6 +118,19 @@ class RedisOutOfMemory(RedisError):
     """Redis refused a write because it is out of memory (``maxmemory`` with ``noeviction``)."""
 
 
+class NotReplicated(RedisError):
+    """A write was applied on the primary but fewer replicas than asked for (a queue's
+    ``replicas``) confirmed it within the timeout: a failover now could lose it. Enqueueing
+    again with the same job ids is safe (an existing id is not added twice)."""
+
+    def __init__(self, message: str, *, acked: int, wanted: int,
+                 job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.acked = acked
+        self.wanted = wanted
+        self.job_ids = job_ids
+
+
 class Status(enum.IntEnum):
     """Status codes returned by the Lua scripts (see each script's header)."""
 
@@ -147,6 +161,10 @@ def wrap_redis_errors(operation: str) -> Iterator[None]:
         yield
     except (rx.ConnectionError, rx.TimeoutError) as e:
         raise RedisUnavailable(f"{operation}: Redis is unreachable: {e}") from e
+    except (rx.ClusterDownError, rx.TryAgainError, rx.SlotNotCoveredError) as e:
+        # a cluster failing over or resharding: transient, like an unreachable server
+        raise RedisUnavailable(f"{operation}: the Redis Cluster is not serving this queue's"
+                               f" slot right now (failover?): {e}") from e
     except rx.ResponseError as e:
         if isinstance(e, rx.OutOfMemoryError) or str(e).startswith("OOM"):
             raise RedisOutOfMemory(f"{operation}: Redis is out of memory: {e}") from e

@@ -1,16 +1,33 @@
-"""Frozen, keyword-only option Structs. Units are in the names."""
+"""Frozen, keyword-only option Structs. Units are in the names.
+
+Every option is checked when its Struct is made (``__post_init__``, which msgspec
+also runs when it decodes one): a value of the wrong type or out of its range is a
+:class:`ConfigurationError` naming the option and its range. Integers must be
+``int`` (not ``bool``, not a float such as ``2.0``); numbers of seconds may be
+``int`` or ``float`` but must be finite. The ranges are in docs/options.md.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
+from typing import Any, Final
 
 import msgspec
 
 from .errors import ConfigurationError
 
-PRIORITY_MIN = -1000
-PRIORITY_MAX = 1000
-MAX_JOB_ID_LENGTH = 200
+# The wait ZSET's score is ``(1000 - priority) * 2^40 + sequence`` (add_jobs.lua and the
+# scripts that make a job wait again): with the band 0..2000 every score stays below
+# 2^53, so it is an exact double and FIFO within a priority holds.
+PRIORITY_MIN: Final = -1000
+PRIORITY_MAX: Final = 1000
+MAX_ATTEMPTS: Final = 10_000
+MAX_JOB_ID_LENGTH: Final = 200
+#: the longest delay, timeout, backoff delay or retention age: ten years, in seconds
+MAX_DURATION_S: Final = 10 * 365.25 * 24 * 3600.0
+MAX_RETENTION_COUNT: Final = 1_000_000_000
+MAX_BACKOFF_FACTOR: Final = 100.0
 
 
 class FixedBackoff(msgspec.Struct, frozen=True, kw_only=True, tag="fixed"):
@@ -20,7 +37,7 @@ class FixedBackoff(msgspec.Struct, frozen=True, kw_only=True, tag="fixed"):
     jitter: float = 0.0  # 0..1: the delay is reduced by up to this fraction, at random
 
     def __post_init__(self) -> None:
-        _check_range("FixedBackoff.delay_s", self.delay_s, 0, None)
+        _check_range("FixedBackoff.delay_s", self.delay_s, 0, MAX_DURATION_S)
         _check_range("FixedBackoff.jitter", self.jitter, 0, 1)
 
 
@@ -33,9 +50,9 @@ class ExponentialBackoff(msgspec.Struct, frozen=True, kw_only=True, tag="exponen
     jitter: float = 0.5  # 0..1: the delay is reduced by up to this fraction, at random
 
     def __post_init__(self) -> None:
-        _check_range("ExponentialBackoff.base_s", self.base_s, 0, None)
-        _check_range("ExponentialBackoff.factor", self.factor, 1, None)
-        _check_range("ExponentialBackoff.max_s", self.max_s, 0, None)
+        _check_range("ExponentialBackoff.base_s", self.base_s, 0, MAX_DURATION_S)
+        _check_range("ExponentialBackoff.factor", self.factor, 1, MAX_BACKOFF_FACTOR)
+        _check_range("ExponentialBackoff.max_s", self.max_s, 0, MAX_DURATION_S)
         _check_range("ExponentialBackoff.jitter", self.jitter, 0, 1)
 
 
@@ -59,11 +76,15 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("completed_count", "failed_count"):
             value = getattr(self, name)
             if value is not None:
-                _check_range(f"Retention.{name}", value, 0, None)
+                _check_int(f"Retention.{name}", value, 0, MAX_RETENTION_COUNT)
         for name in ("completed_age_s", "failed_age_s"):
             value = getattr(self, name)
             if value is not None:
-                _check_range(f"Retention.{name}", value, 0.001, None)
+                _check_range(f"Retention.{name}", value, 0.001, MAX_DURATION_S)
+        if not isinstance(self.unbounded, bool):
+            raise ConfigurationError(
+                f"Retention.unbounded must be True or False, got {self.unbounded!r}"
+            )
         if not self.unbounded and (
             (self.completed_count is None and self.completed_age_s is None)
             or (self.failed_count is None and self.failed_age_s is None)
@@ -87,18 +108,32 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     retention: Retention | None = None
 
     def __post_init__(self) -> None:
+        # job_id's full rule is checked at enqueue (Queue.check_job_id, InvalidJobId)
+        if self.job_id is not None and not isinstance(self.job_id, str):
+            raise ConfigurationError(f"job_id must be a str, not {type(self.job_id).__name__}")
         if self.delay_s is not None and self.run_at is not None:
             raise ConfigurationError("give delay_s or run_at, not both")
         if self.delay_s is not None:
-            _check_range("delay_s", self.delay_s, 0, None)
-        if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ConfigurationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+            _check_range("delay_s", self.delay_s, 0, MAX_DURATION_S)
+        if self.run_at is not None:
+            _check_run_at(self.run_at)
         if self.priority is not None:
-            _check_range("priority", self.priority, PRIORITY_MIN, PRIORITY_MAX)
+            _check_int("priority", self.priority, PRIORITY_MIN, PRIORITY_MAX)
         if self.attempts is not None:
-            _check_range("attempts", self.attempts, 1, None)
+            _check_int("attempts", self.attempts, 1, MAX_ATTEMPTS)
+        if self.backoff is not None and not isinstance(
+            self.backoff, FixedBackoff | ExponentialBackoff
+        ):
+            raise ConfigurationError(
+                "backoff must be a FixedBackoff or an ExponentialBackoff (a callable goes to"
+                f" @task(backoff=...)), not {type(self.backoff).__name__}"
+            )
         if self.timeout_s is not None:
-            _check_range("timeout_s", self.timeout_s, 0.001, None)
+            _check_range("timeout_s", self.timeout_s, 0.001, MAX_DURATION_S)
+        if self.retention is not None and not isinstance(self.retention, Retention):
+            raise ConfigurationError(
+                f"retention must be a Retention, not {type(self.retention).__name__}"
+            )
 
     def merged_over(self, base: JobOptions) -> JobOptions:
         """These options, with every unset field taken from ``base``."""
@@ -116,12 +151,42 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 _EMPTY = JobOptions()
 
 
-def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number, not {type(value).__name__}")
-    if value != value:  # NaN
-        raise ConfigurationError(f"{name} must be a number, not NaN")
-    if low is not None and value < low:
-        raise ConfigurationError(f"{name} must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigurationError(f"{name} must be <= {high}, got {value}")
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> None:
+    """A finite number (int or float, not bool) from ``low`` to ``high``."""
+    # NaN fails the comparison and the bounds are finite, so this refuses nan and inf too
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigurationError(
+            f"{name} must be a finite number from {_num(low)} to {_num(high)},"
+            f" got {_shown(value)}"
+        )
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    """An ``int`` (not bool, not float) from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(
+            f"{name} must be an integer from {low} to {high}, got {_shown(value)}"
+        )
+
+
+def _check_run_at(run_at: Any) -> None:
+    """A timezone-aware datetime at most :data:`MAX_DURATION_S` ahead of this machine's clock."""
+    if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+        raise ConfigurationError(
+            "run_at must be a timezone-aware datetime (e.g. datetime.now(UTC)), got"
+            f" {_shown(run_at)}"
+        )
+    if run_at.timestamp() > time.time() + MAX_DURATION_S:
+        raise ConfigurationError(
+            f"run_at must be at most ten years ({_num(MAX_DURATION_S)} s) from now,"
+            f" got {run_at.isoformat()}"
+        )

@@ -17,6 +17,7 @@ from ..errors import (
     ConfigurationError,
     InvalidJobId,
     JobNotFound,
+    NotReplicated,
     status_error,
     wrap_redis_errors,
 )
@@ -58,7 +59,32 @@ class _JobIds:
 new_job_id = _JobIds()
 
 
-def check_job_id(job_id: str) -> str:
+RESERVED_JOB_ID_PREFIX: Final = "sched:"  # schedules' ids: sched:<name>:<tick ms>
+# Schedules.run_now's ids, sched:<schedule name>:now:<12 hex digits>; the name part is
+# schedules.spec._NAME's rule (copied: producer/ may not import schedules/, and
+# tests/test_validation.py checks that the two agree)
+_RUN_NOW_ID = re.compile(r"sched:[A-Za-z0-9][A-Za-z0-9_.:/@\-]{0,99}:now:[0-9a-f]{12}")
+# what enqueue refuses on top of _BAD_ID: path separators, and characters that are
+# invisible or cannot be encoded (C1 controls, format characters such as zero-width
+# spaces and bidi overrides, lone surrogates)
+_PATH_SEPARATORS = frozenset("/\\")
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs"))
+
+
+def check_job_id(job_id: str, *, enqueue: bool = False) -> str:
+    """Return ``job_id`` if it is a valid job id, else raise :class:`InvalidJobId`.
+
+    Any id (``enqueue=False``, how existing jobs are addressed): a non-empty ``str`` of
+    at most ``MAX_JOB_ID_LENGTH`` characters without whitespace or control characters.
+
+    A new id given at enqueue (``enqueue=True``) must also not contain ``/`` or ``\\``,
+    not be ``.`` or ``..``, not contain invisible characters (Unicode categories Cc, Cf,
+    Cs), and not start with ``sched:``: that prefix is reserved for schedules, whose
+    tick ids ``sched:<name>:<tick ms>`` are predictable, so a producer could otherwise
+    take a tick's id before the tick fires. The one ``sched:`` form accepted is the one
+    :meth:`Schedules.run_now` makes, ``sched:<schedule name>:now:<12 hex digits>``.
+    ``:`` and every other printable character are allowed.
+    """
     if not isinstance(job_id, str) or not job_id:
         raise InvalidJobId(f"a job id must be a non-empty string, got {job_id!r}")
     if len(job_id) > MAX_JOB_ID_LENGTH:
@@ -67,6 +93,30 @@ def check_job_id(job_id: str) -> str:
         )
     if _BAD_ID.search(job_id):
         raise InvalidJobId(f"a job id may not contain whitespace or control characters: {job_id!r}")
+    if not enqueue:
+        return job_id
+    if job_id.startswith(RESERVED_JOB_ID_PREFIX):
+        if _RUN_NOW_ID.fullmatch(job_id):
+            return job_id
+        raise InvalidJobId(
+            f"job ids starting with {RESERVED_JOB_ID_PREFIX!r} are reserved for schedules"
+            f" (a tick's job is sched:<name>:<tick ms>); choose another id: {job_id!r}"
+        )
+    if job_id in (".", ".."):
+        raise InvalidJobId(f"a job id may not be '.' or '..': {job_id!r}")
+    if not _PATH_SEPARATORS.isdisjoint(job_id):
+        raise InvalidJobId(
+            f"a job id may not contain '/' or '\\' (ids appear in URL paths; use ':' to"
+            f" structure ids): {job_id!r}"
+        )
+    if not job_id.isascii():
+        import unicodedata
+
+        if any(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in job_id):
+            raise InvalidJobId(
+                "a job id may not contain invisible characters (C1 controls, format"
+                f" characters such as zero-width spaces or bidi overrides, surrogates): {job_id!r}"
+            )
     return job_id
 
 
@@ -85,10 +135,29 @@ class Queue:
         defaults: JobOptions | None = None,
         retention: Retention | None = None,
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+        replicas: int = 0,
+        replica_timeout_s: float = 1.0,
     ) -> None:
         check_client(client)
-        if events_maxlen < 100:
-            raise ConfigurationError("events_maxlen must be at least 100")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 16:
+            raise ConfigurationError(f"replicas must be an integer 0..16, got {replicas!r}")
+        if isinstance(replica_timeout_s, bool) or not isinstance(replica_timeout_s, int | float) \
+                or not 0.001 <= replica_timeout_s <= 60:
+            raise ConfigurationError(
+                f"replica_timeout_s must be 0.001..60 seconds, got {replica_timeout_s!r}")
+        if (isinstance(events_maxlen, bool) or not isinstance(events_maxlen, int)
+                or not 100 <= events_maxlen <= 2**63 - 1):
+            raise ConfigurationError(
+                f"events_maxlen must be an integer of at least 100, got {events_maxlen!r}"
+            )
+        if defaults is not None and not isinstance(defaults, JobOptions):
+            raise ConfigurationError(
+                f"defaults must be JobOptions, not {type(defaults).__name__}"
+            )
+        if retention is not None and not isinstance(retention, Retention):
+            raise ConfigurationError(
+                f"retention must be a Retention, not {type(retention).__name__}"
+            )
         if defaults is not None and (
             defaults.job_id is not None or defaults.delay_s is not None
             or defaults.run_at is not None
@@ -100,6 +169,9 @@ class Queue:
         self.defaults = defaults or JobOptions()
         self.retention = retention or Retention()
         self.events_maxlen = events_maxlen
+        #: replicas that must confirm an enqueue (and a worker's outcomes) before it counts
+        self.replicas = replicas
+        self.replica_timeout_ms = max(1, round(replica_timeout_s * 1000))
         self._owns_client = False
         self._blocking: AnyRedis | None = None
         self._listener: ResultListener | None = None
@@ -178,7 +250,7 @@ class Queue:
             ids.append(self._job_argv(call, argv_rows))
         if not ids:
             return []
-        batch = Batch()
+        batch = self.batch()
         head = [self.keys.job_prefix, self.events_maxlen]
         script = SCRIPTS["add_jobs"]
         keys = script.keys_of(self.keys)
@@ -186,17 +258,34 @@ class Queue:
             batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK])])
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
             results = await batch.execute(self.client)
+        self.check_replicated(batch, "enqueue", tuple(ids))
         jobs: list[Job[Any]] = []
         statuses = [s for chunk in results for s in chunk]
         for job_id, status in zip(ids, statuses, strict=True):
             jobs.append(Job(self, job_id, existed=status == 0))
         return jobs
 
+    def batch(self) -> Batch:
+        """A batch of script calls that waits for this queue's ``replicas``."""
+        return Batch(replicas=self.replicas, replica_timeout_ms=self.replica_timeout_ms)
+
+    def check_replicated(self, batch: Batch, what: str, job_ids: tuple[str, ...] = ()) -> None:
+        """Raise :class:`NotReplicated` when fewer replicas than asked confirmed ``batch``."""
+        if self.replicas and (batch.acked or 0) < self.replicas:
+            raise NotReplicated(
+                f"{what} on queue {self.name!r}: applied on the primary, but {batch.acked or 0}"
+                f" of {self.replicas} replica(s) confirmed it within"
+                f" {self.replica_timeout_ms} ms; a failover now could lose it (retrying with"
+                " the same job ids is safe)", acked=batch.acked or 0, wanted=self.replicas,
+                job_ids=job_ids)
+
     def _job_argv(self, call: TaskCall[Any], out: list[list[Any]]) -> str:
         if call.task is not None:
             call.task.check_arguments(call.args, call.kwargs)
         opts = call.options.merged_over(self.defaults)
-        job_id = new_job_id() if opts.job_id is None else check_job_id(opts.job_id)
+        # the options' types and ranges were checked when the JobOptions was made
+        job_id = (new_job_id() if opts.job_id is None
+                  else check_job_id(opts.job_id, enqueue=True))
         payload = codec.encode_args(call.name, call.args, call.kwargs)
         delay_ms = -1 if opts.delay_s is None else int(opts.delay_s * 1000)
         due_at_ms = -1 if opts.run_at is None else int(opts.run_at.timestamp() * 1000)
@@ -307,11 +396,20 @@ class Queue:
 
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
-        that is missing or not failed raises instead of being skipped."""
+        that is missing or not failed raises instead of being skipped (the others are
+        retried all the same). The ids go in atomic calls of 1,000, in one round trip."""
         script = SCRIPTS["retry_jobs"]
+        keys = script.keys_of(self.keys)
+        per_call = 1000  # ids per script call at most; all calls go in one round trip
+        batch = Batch()
+        for start in range(0, len(job_ids), per_call):
+            batch.add(script, keys, [self.keys.job_prefix, self.events_maxlen,
+                                     *job_ids[start:start + per_call]])
+        if not batch:
+            return 0
         with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
-            statuses = await script(self.client, script.keys_of(self.keys),
-                                    [self.keys.job_prefix, self.events_maxlen, *job_ids])
+            results = await batch.execute(self.client)
+        statuses = [s for chunk in results for s in chunk]
         if strict:
             for job_id, status in zip(job_ids, statuses, strict=True):
                 error = status_error(int(status), job_id, "retry")

@@ -8,7 +8,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ..backoff import BackoffFunction
 from ..errors import ConfigurationError, TaskNotFound
-from ..options import Backoff, JobOptions, Retention
+from ..options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,8 +31,10 @@ class Task(Generic[P, R]):
         defaults: JobOptions,
         backoff_fn: BackoffFunction | None = None,
     ) -> None:
-        if not name or len(name) > 200:
+        if not isinstance(name, str) or not name or len(name) > 200:
             raise ConfigurationError(f"invalid task name {name!r}: 1 to 200 characters")
+        if not isinstance(defaults, JobOptions):
+            raise ConfigurationError(f"defaults must be JobOptions, not {type(defaults).__name__}")
         self.fn = fn
         self.name = name
         self.defaults = defaults
@@ -52,7 +54,9 @@ class Task(Generic[P, R]):
         return TaskCall(self.name, args, kwargs, self.defaults, self)
 
     def options(self, **options: Any) -> Task[P, R]:
-        """The same task with other default job options, e.g. ``send.options(delay_s=5)``."""
+        """The same task with other default job options, e.g. ``send.options(delay_s=5)``.
+
+        An unknown option is a TypeError, a bad value a ConfigurationError (JobOptions)."""
         changed = JobOptions(**options).merged_over(self.defaults)
         return Task(self.fn, name=self.name, defaults=changed, backoff_fn=self.backoff_fn)
 
@@ -86,6 +90,8 @@ class TaskCall(Generic[R]):
         options: JobOptions | None = None,
         task: Task[Any, R] | None = None,
     ) -> None:
+        if options is not None and not isinstance(options, JobOptions):
+            raise ConfigurationError(f"options must be JobOptions, not {type(options).__name__}")
         self.name = name
         self.args = args
         self.kwargs = kwargs
@@ -150,9 +156,21 @@ def task(
             raise ConfigurationError(f"{f!r} is a task already")
         if not callable(f):
             raise ConfigurationError(f"@task needs a function, got {type(f).__name__}")
+        if isinstance(backoff, type):
+            raise ConfigurationError(
+                f"@task(backoff=...) needs an instance such as {backoff.__name__}(), not the class"
+            )
         backoff_fn = backoff if callable(backoff) else None
         struct_backoff = None if backoff_fn is not None else backoff
-        defaults = JobOptions(attempts=attempts, backoff=struct_backoff,  # type: ignore[arg-type]
+        if struct_backoff is not None and not isinstance(
+            struct_backoff, FixedBackoff | ExponentialBackoff
+        ):
+            raise ConfigurationError(
+                "@task(backoff=...) must be a FixedBackoff, an ExponentialBackoff or a callable"
+                f" attempt -> seconds, not {type(struct_backoff).__name__}"
+            )
+        # JobOptions checks the types and ranges (ConfigurationError naming the option)
+        defaults = JobOptions(attempts=attempts, backoff=struct_backoff,
                               timeout_s=timeout_s, priority=priority, retention=retention)
         return Task(f, name=name or f"{f.__module__}.{f.__qualname__}", defaults=defaults,
                     backoff_fn=backoff_fn)
