@@ -19,6 +19,7 @@ from .errors import (
     JobNotFound,
     JobStateError,
     LeaseLost,
+    NotReplicated,
     RedisError,
     RedisOutOfMemory,
     RedisUnavailable,
@@ -26,6 +27,7 @@ from .errors import (
     ScheduleNotFound,
     TaskNotFound,
 )
+from .keys import queue_slot, spread_queue_names
 from .ops.alerts import (
     Alert,
     AlertMonitor,
@@ -78,6 +80,7 @@ __all__ = (
     "JobStateError",
     "LeaseLost",
     "NoWorkerRule",
+    "NotReplicated",
     "OldestJobRule",
     "Queue",
     "RedisError",
@@ -103,7 +106,9 @@ __all__ = (
     "live_workers",
     "next_fire",
     "prev_fire",
+    "queue_slot",
     "retry_delay_s",
+    "spread_queue_names",
     "task",
 )
 

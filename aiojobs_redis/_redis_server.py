@@ -6,6 +6,8 @@ port and directory (so AOF files survive a crash, as in production).
 
 :class:`SentinelSetup` starts a master, its replicas and Sentinels monitoring them
 (``redis-server <conf> --sentinel``), all on free loopback ports in temporary directories.
+:class:`ClusterSetup` starts a Redis Cluster of N primaries with M replicas each
+(``redis-cli --cluster create``), likewise.
 """
 
 from __future__ import annotations
@@ -259,6 +261,99 @@ class SentinelSetup:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+class ClusterSetup:
+    """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each; a low
+    node timeout so that a failover takes seconds."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 1000,
+                 appendonly: bool = True) -> None:
+        if primaries < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one primary")
+        self.primaries = primaries
+        self.replicas = replicas
+        self.nodes = [RedisServer(appendonly=appendonly, extra=[
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            # a replica takes over without waiting for a long data-age check
+            "--cluster-replica-validity-factor", "0",
+        ]) for _ in range(primaries * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming one node (the client finds the others)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self, timeout_s: float = 60.0) -> ClusterSetup:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            if self.primaries < 3:  # redis-cli wants 3 primaries at least: by hand
+                if self.replicas:
+                    raise ValueError("replicas need 3 primaries or more here")
+                width = 16384 / self.primaries
+                for i, node in enumerate(self.nodes):
+                    _query(node.port, "CLUSTER", "ADDSLOTSRANGE", str(int(i * width)),
+                           str(int((i + 1) * width) - 1))
+                    if i:
+                        _query(self.nodes[0].port, "CLUSTER", "MEET", "127.0.0.1",
+                               str(node.port))
+            else:
+                cli = shutil.which("redis-cli")
+                if cli is None:
+                    raise FileNotFoundError("redis-cli is not on PATH (it comes with redis)")
+                subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas",
+                                str(self.replicas), "--cluster-yes"],
+                               check=True, capture_output=True, timeout=timeout_s)
+            self.wait_ok(timeout_s)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def alive(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and they agree on the primaries."""
+        def agreed() -> bool:
+            if not all("cluster_state:ok" in str(_query(n.port, "CLUSTER", "INFO"))
+                       for n in self.alive()):
+                return False
+            return len({tuple(sorted(self.primary_ports(n))) for n in self.alive()}) == 1
+        _wait(agreed, time.monotonic() + timeout_s, "cluster_state:ok on every node")
+
+    @staticmethod
+    def primary_ports(node: RedisServer) -> list[int]:
+        ports = []
+        for line in str(_query(node.port, "CLUSTER", "NODES")).splitlines():
+            fields = line.split()
+            if "master" in fields[2] and "fail" not in fields[2]:
+                ports.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+        return ports
+
+    def primary_for(self, key: str) -> RedisServer:
+        """The node that is the primary of ``key``'s slot now (as a live node sees it)."""
+        port = self.alive()[0].port
+        slot = int(_query(port, "CLUSTER", "KEYSLOT", key))
+        for start, end, primary, *_ in _query(port, "CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def primary_nodes(self) -> list[RedisServer]:
+        return [n for n in self.alive() if str(_query(n.port, "ROLE")[0]) == "master"]
+
+    def flushall(self) -> None:
+        """FLUSHALL on every primary (a careless deploy script, cluster-wide)."""
+        for node in self.primary_nodes():
+            _query(node.port, "FLUSHALL")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
 
 
 def _wait(predicate: Any, deadline: float, what: str) -> None:

@@ -63,6 +63,8 @@ SENTINEL_FAILOVER_S = 10.0
 SENTINEL_SOCKET_TIMEOUT_S = 2.0
 SENTINEL_DEFAULT_PORT = 26379
 SENTINEL_SCHEME = "redis+sentinel"
+#: URL schemes of a Redis Cluster, and the scheme redis-py reads them as
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 def retry_policy() -> Retry:
@@ -252,11 +254,16 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> Redis:
 def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, or
     ``redis+sentinel://host:26379[,host:26379...]/service[/db]``: the master a Sentinel
-    names, followed through failovers).
+    names, followed through failovers, or ``redis+cluster://host:port`` (``rediss+cluster``
+    with TLS): a Redis Cluster client that finds the other nodes from this one).
 
-    ``cluster=True`` makes a RedisCluster client."""
+    ``cluster=True`` makes a RedisCluster client of a ``redis://`` URL too."""
     cluster = bool(kwargs.pop("cluster", False))
-    sentinel = urlsplit(url).scheme == SENTINEL_SCHEME
+    scheme = urlsplit(url).scheme
+    if scheme in CLUSTER_SCHEMES:
+        cluster = True
+        url = CLUSTER_SCHEMES[scheme] + url[len(scheme):]
+    sentinel = scheme == SENTINEL_SCHEME
     options: dict[str, Any] = {
         "decode_responses": False,
         "retry": sentinel_retry_policy() if sentinel else retry_policy(),

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..connection import AnyRedis
+from ..connection import AnyRedis, execute_with_time
 from ..errors import wrap_redis_errors
 from ..keys import QueueKeys
 from ..scripts import SCRIPTS, Batch
@@ -315,14 +315,13 @@ async def snapshot(queue: Queue) -> Snapshot:
         pipe.zcard(key)
     pipe.hexists(k.meta, "paused")
     pipe.zrange(k.wait, 0, 0)
-    pipe.time()
     pipe.hgetall(k.metrics_total)
     with wrap_redis_errors(f"read queue {queue.name!r}"):
-        replies, workers = await asyncio.gather(pipe.execute(), live_workers(queue.client, k))
+        (replies, now_ms), workers = await asyncio.gather(
+            execute_with_time(queue.client, pipe), live_workers(queue.client, k))
         n = len(STATE_SETS)
         counts = {str(s): int(c) for s, c in zip(STATE_SETS, replies[:n], strict=True)}
-        paused, head, (sec, micros), totals = replies[n:]
-        now_ms = int(sec) * 1000 + int(micros) // 1000
+        paused, head, totals = replies[n:]
         age: float | None = None
         if head:
             # waiting since it became runnable: its 'ready' stamp (a retried, promoted or

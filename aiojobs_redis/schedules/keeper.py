@@ -57,7 +57,7 @@ class ScheduleKeeper:
             self.declared[queue][s.name] = s
         self._failing = False
         self._verified = False
-        self._contested: set[tuple[str, str]] = set()  # replaced, maybe back and forth
+        self._contested: set[tuple[str, str, str]] = set()  # (queue, name, digest replaced)
 
     async def start(self) -> None:
         """Upsert the declared schedules. A Redis error is logged, not raised:
@@ -78,9 +78,6 @@ class ScheduleKeeper:
                 self._report(queue, s, await store.upsert(s), first)
 
     def _report(self, queue: str, s: Schedule, result: Upserted, first: bool) -> None:
-        contested = (queue, s.name)
-        if result is not Upserted.REPLACED:
-            self._contested.discard(contested)
         if result is Upserted.UNCHANGED:
             return
         if first and result is not Upserted.REPAIRED:
@@ -93,13 +90,19 @@ class ScheduleKeeper:
         elif result is Upserted.REPAIRED:
             log.warning("queue %s: schedule %s had lost its entry in %s (deleted key?);"
                         " restored", queue, s.name, self.stores[queue].queue.keys.schedules)
-        elif contested in self._contested:  # said once for this change (a rolling deploy)
-            log.debug("queue %s: schedule %s replaced again", queue, s.name)
         else:
-            self._contested.add(contested)
+            # said once per definition replaced: two workers with two definitions (a
+            # rolling deploy) replace each other at every verification
+            foreign = (queue, s.name, self.stores[queue].replaced_digest.get(s.name, ""))
+            if foreign in self._contested:
+                log.debug("queue %s: schedule %s replaced again", queue, s.name)
+                return
+            if len(self._contested) > 1000:
+                self._contested.clear()
+            self._contested.add(foreign)
             log.warning("queue %s: schedule %s in Redis differed from this worker's declaration"
                         " and was replaced (does another process declare it differently? Said"
-                        " once until the definitions agree)", queue, s.name)
+                        " once per definition replaced)", queue, s.name)
 
     def _episode(self, e: Exception) -> None:
         if not self._failing:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from .. import codec
+from ..connection import execute_with_time
 from ..errors import ConfigurationError, ScheduleNotFound, wrap_redis_errors
 from ..options import JobOptions
 from ..producer.job import Job
@@ -85,6 +86,8 @@ class Schedules:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._defs: dict[str, ScheduleDef] = {}  # digest -> definition, bounded
+        #: schedule name -> digest of the definition the last upsert found in Redis
+        self.replaced_digest: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<Schedules of {self.queue.name}>"
@@ -118,12 +121,10 @@ class Schedules:
                 pipe = self.queue.client.pipeline(transaction=False)
                 pipe.hmget(self._key(d.name), ["digest", "tick", "last_tick", "created", "runs"])
                 pipe.zscore(k.schedules, d.name)
-                pipe.time()
-                (old_digest, old_tick, last_tick, created, runs), score, (sec, us) = \
-                    await pipe.execute()
+                replies, now_ms = await execute_with_time(self.queue.client, pipe)
+                (old_digest, old_tick, last_tick, created, runs), score = replies
             if old_digest is not None and old_digest.decode() == digest and score is not None:
                 return Upserted.UNCHANGED
-            now_ms = int(sec) * 1000 + int(us) // 1000
             if old_digest is None:
                 basis = now_ms
             elif last_tick is not None:
@@ -139,6 +140,8 @@ class Schedules:
                      b"" if old_tick is None else old_tick, tick, due],
                 ))
             if status != _CONFLICT:
+                if old_digest is not None:
+                    self.replaced_digest[d.name] = old_digest.decode()
                 return _UPSERT_STATUS[status]
         raise ConfigurationError(
             f"schedule {d.name!r}: could not upsert after {_UPSERT_TRIES} tries: it keeps"

@@ -1,0 +1,157 @@
+"""What the README promises, on a real multi-node cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from aiojobs_redis import (
+    AlertMonitor,
+    BacklogRule,
+    JobState,
+    Queue,
+    Schedule,
+    TaskCall,
+    Worker,
+    current_job,
+    task,
+)
+from aiojobs_redis._redis_server import ClusterSetup as Cluster
+from aiojobs_redis.ops import metrics
+from tests.conftest import wait_until
+from tests.test_worker import running
+
+
+@task(name="cl.double")
+async def double(x: int) -> int:
+    ctx = current_job()
+    await ctx.progress(x)
+    return 2 * x
+
+
+@task(name="cl.plain")
+async def plain(x: int) -> int:
+    return x
+
+
+@task(name="cl.beat")
+async def beat() -> None:
+    return None
+
+
+async def test_one_worker_serves_queues_on_three_shards(shard_queues: list[Queue]) -> None:
+    jobs = []
+    for i, q in enumerate(shard_queues):
+        jobs += await q.enqueue_many([double.call(100 * i + n) for n in range(100)])
+    events = shard_queues[0].events(since="0")
+    async with running(Worker(shard_queues, tasks=[double], concurrency=30,
+                              handle_signals=False)):
+        results = await asyncio.gather(*(j.result(timeout=30) for j in jobs))
+    assert sorted(results) == sorted(2 * (100 * i + n) for i in range(3) for n in range(100))
+    for q in shard_queues:
+        counts = await q.counts()
+        assert counts[JobState.COMPLETED] == 100 and counts[JobState.WAITING] == 0
+    kinds = set()
+    async for event in events:
+        kinds.add(event.event)
+        if "completed" in kinds:
+            break
+    assert {"added", "completed"} <= kinds
+
+
+async def test_batches_are_one_pipeline_per_node(shard_queues: list[Queue],
+                                                 redis_cluster: Cluster) -> None:
+    """A busy worker's round trips on a cluster: outcomes and fetches of a lane go in one
+    pipeline to the queue's primary, not one call after another."""
+    q = shard_queues[0]
+    await q.enqueue_many([plain.call(n) for n in range(2000)])
+    node = redis_cluster.primary_for(q.keys.wait)
+    import redis.asyncio as aioredis
+
+    async with aioredis.Redis(port=node.port) as direct:
+        before = (await direct.info("stats"))["total_reads_processed"]
+        calls_before = await _evalsha_calls(direct)
+        worker = Worker(q, tasks=[plain], concurrency=50, handle_signals=False)
+        await worker.run(burst=True)
+        reads = (await direct.info("stats"))["total_reads_processed"] - before
+        calls = await _evalsha_calls(direct) - calls_before
+    assert worker.processed == 2000 and (await q.counts())[JobState.WAITING] == 0
+    # a round trip carries the outcomes, the metrics and the fetch: about 3 calls per read
+    print(f"cluster: {reads} reads for {calls} script calls, {reads / 2000:.3f} per job")
+    assert reads < calls / 2
+
+
+async def _evalsha_calls(client: Any) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_schedules_fire_and_heal_after_flushall_on_every_primary(
+        shard_queues: list[Queue], redis_cluster: Cluster,
+        caplog: pytest.LogCaptureFixture) -> None:
+    q = shard_queues[1]
+    pulse = Schedule("pulse", beat, every_s=0.1)
+    caplog.set_level(logging.WARNING)
+    async with running(Worker(q, tasks=[beat], schedules=[pulse], schedule_verify_s=0.2,
+                              handle_signals=False)):
+        await wait_until(lambda: _completed(q, 3), timeout=15)
+        redis_cluster.flushall()
+        await wait_until(lambda: q.schedules.get("pulse"), timeout=15)
+        await wait_until(lambda: _completed(q, 2), timeout=15)
+    text = caplog.text
+    assert "QUEUE KEYS VANISHED" in text and "SCHEDULE WAS MISSING" in text
+
+
+async def _completed(q: Queue, n: int) -> bool:
+    return (await q.counts())[JobState.COMPLETED] >= n
+
+
+async def test_metrics_alerts_and_http_api(shard_queues: list[Queue]) -> None:
+    import httpx
+
+    from aiojobs_redis.ops.web import create_app
+
+    q = shard_queues[2]
+    await q.enqueue_many([TaskCall.by_name("cl.double", n) for n in range(5)])
+    snap = await metrics.snapshot(q)
+    assert snap.counts["waiting"] == 5 and snap.now_ms > 0
+    fired: list[Any] = []
+    monitor = AlertMonitor([q], [BacklogRule(max_waiting=3, notify=[fired.append])],
+                           interval_s=1)
+    await monitor.check()
+    assert len(fired) == 1 and "5 jobs waiting" in str(fired[0])
+    app = create_app(shard_queues, token="cluster-token")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        headers = {"Authorization": "Bearer cluster-token"}
+        body = (await http.get("/api/queues", headers=headers)).json()
+        assert {x["name"] for x in body["queues"]} == {x.name for x in shard_queues}
+        page = await http.get("/metrics", headers=headers)
+        assert page.status_code == 200 and q.name in page.text
+
+
+async def test_cli_commands_on_a_cluster_url(shard_queues: list[Queue],
+                                             redis_cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    q = shard_queues[0]
+    await q.enqueue_many([TaskCall.by_name("cl.double", n) for n in range(3)])
+    url = redis_cluster.url
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aiojobs_redis", *args], text=True,
+                              capture_output=True, timeout=60, check=False)
+
+    counts = await asyncio.to_thread(cli, "counts", "--url", url, "--queue", q.name)
+    assert counts.returncode == 0, counts.stderr
+    assert "waiting    3" in counts.stdout
+    health = await asyncio.to_thread(cli, "health", "--url", url, "--queue", q.name)
+    assert health.returncode == 1 and "UNHEALTHY" in health.stdout  # no worker yet
+    async with running(Worker(q, tasks=[double], handle_signals=False)):
+        await wait_until(lambda: _completed(q, 3), timeout=15)
+        health = await asyncio.to_thread(cli, "health", "--url", url, "--queue", q.name)
+    assert health.returncode == 0 and health.stdout.startswith("OK"), health.stdout
