@@ -47,6 +47,12 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "metrics": ("HASH", "record_metrics (workers, batched with outcomes; stalled recovery)",
                 "a ring of 1440 one-minute slots (24 h): at most 1440 fields of ~44 integers"),
     "metrics:total": ("HASH", "record_metrics", "cumulative counters: at most 44 fields"),
+    "metrics:batch:<id>": ("STRING", "record_metrics",
+                           "one per metrics batch of the last minute (a replayed call is"
+                           " not counted twice); expires after 60 s"),
+    "fetch:<nonce>": ("STRING", "fetch_jobs",
+                      "the ids one fetch handed out (a replayed fetch hands out the same);"
+                      " one per fetch of the last min(lease, 10 s)"),
 }
 
 
@@ -118,6 +124,7 @@ class QueueKeys:
     alive: str
     metrics: str
     metrics_total: str
+    fetch_prefix: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -143,6 +150,7 @@ class QueueKeys:
             alive=base + "alive",
             metrics=base + "metrics",
             metrics_total=base + "metrics:total",
+            fetch_prefix=base + "fetch:",
         )
 
     def job(self, job_id: str) -> str:

@@ -174,7 +174,7 @@ async def test_record_metrics_refuses_bad_groups_and_writes_nothing(queue: Queue
     script = SCRIPTS["record_metrics"]
     with pytest.raises(Exception, match="bad group"):
         await script(queue.client, script.keys_of(queue.keys),
-                     [m.MINUTE_SLOTS, m.WIDTH, 1, "completed", 1, m.WIDTH + 1, "x", 1])
+                     [m.MINUTE_SLOTS, m.WIDTH, "b1", 1, "completed", 1, m.WIDTH + 1, "x", 1])
     assert not await queue.client.exists(queue.keys.metrics, queue.keys.metrics_total)
 
 

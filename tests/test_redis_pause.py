@@ -36,7 +36,7 @@ async def test_a_redis_pause_of_most_of_a_lease_runs_nothing_twice(
             for _ in range(3):
                 await wait_until(lambda: _active(queue, 15), timeout=20)
                 # Redis serves nobody for 1.9 s of a 2 s lease; every worker is alive
-                await client.execute_command("CLIENT", "PAUSE", "1900", "ALL")
+                await client.client_pause(1900, all=True)
                 await wait_until(lambda: _active(queue, 0), timeout=20)  # served again
             await asyncio.gather(*(j.result(timeout=60) for j in jobs))
     finally:

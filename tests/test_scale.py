@@ -123,7 +123,8 @@ async def test_retry_100k_failed_jobs(big_queue: Queue) -> None:
     batch = Batch()
     for _ in range(0, n, 1000):
         batch.add(fetch, fetch.keys_of(q.keys), [
-            q.keys.job_prefix, q.events_maxlen, 1000, 60_000, "w", secrets.token_hex(4), 0])
+            q.keys.job_prefix, q.events_maxlen, 1000, 60_000, "w", secrets.token_hex(4), 0,
+            q.keys.fetch_prefix])
     fetched = await batch.execute(q.client)
     batch = Batch()
     for reply in fetched:

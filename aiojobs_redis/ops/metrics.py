@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -94,7 +95,8 @@ class Increments:
         self.values[_INDEX[f"{kind}_sum_ms"]] += round(ms)
 
     def argv(self) -> list[Any]:
-        args: list[Any] = [MINUTE_SLOTS, WIDTH]
+        # a fresh id per batch: a call re-sent after a lost reply is not counted twice
+        args: list[Any] = [MINUTE_SLOTS, WIDTH, secrets.token_hex(8)]
         for i, n in enumerate(self.values):
             if n:
                 args += (i + 1, LAYOUT[i], n)

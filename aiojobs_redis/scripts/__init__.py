@@ -53,7 +53,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         "fetch_jobs",
         ("wait", "delayed", "active", "events", "marker", "seq", "meta"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
-         "promote_limit"),
+         "promote_limit", "memo_prefix"),
     ),
     ScriptSpec(
         "complete_jobs",
@@ -68,7 +68,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
     ScriptSpec(
         "recover_stalled",
-        ("active", "wait", "failed", "events", "marker", "seq", "meta"),
+        ("active", "wait", "failed", "events", "marker", "meta"),
         ("job_prefix", "events_maxlen", "max_stalls", "limit", "keep_count", "keep_age_ms",
          "gap_ms"),
     ),
@@ -123,7 +123,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "record_metrics",
         ("metrics", "metrics_total"),
-        ("slots", "width"),
+        ("slots", "width", "batch_id"),
         ("index", "field", "increment"),
     ),
     ScriptSpec(

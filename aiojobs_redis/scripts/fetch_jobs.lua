@@ -14,7 +14,10 @@
   ARGV[5] worker_id
   ARGV[6] token_nonce  fresh per call; token of the i-th job is nonce .. ':' .. i
   ARGV[7] promote_limit  how many due delayed jobs to promote at most
-  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  ARGV[8] memo_prefix  key prefix of the fetch memo: the ids a fetch handed out, kept under
+                       <memo_prefix><token_nonce> for min(lease, 10 s); the same call sent
+                       again (its reply was lost) hands out the same jobs, not others
+  Derived: <job_prefix><id> HASH for each job; <memo_prefix><token_nonce> STRING (same tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: { ms until the next delayed job is due (-1: none), then groups of 8:
@@ -23,12 +26,37 @@
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
 local count, lease, promote_limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
-if not count or not lease or not promote_limit then
+if not count or not lease or not promote_limit or not ARGV[8] then
   return bad_input('fetch_jobs', 'count, lease_ms and promote_limit must be numbers')
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
+local memo_key = ARGV[8] .. ARGV[6]
+
+local function next_due(out)
+  local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
+  return out
+end
+
+local memo = redis.call('GET', memo_key)
+if memo then -- a replay: the jobs this very call took, those still held under its tokens
+  local out = {-1}
+  local handed = cmsgpack.unpack(memo)
+  for j = 1, #handed, 2 do
+    local id, token = handed[j], ARGV[6] .. ':' .. handed[j + 1]
+    local job = redis.call('HMGET', prefix .. id, 'task', 'payload', 'opts', 'attempts',
+      'max_attempts', 'state', 'token')
+    if job[6] == 'active' and job[7] == token then
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
+      out[n + 5], out[n + 6], out[n + 7], out[n + 8] = job[3], tonumber(job[4]),
+        tonumber(job[5]), 0
+    end
+  end
+  return next_due(out)
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, promote_limit)
 if #due > 0 then
@@ -47,7 +75,7 @@ end
 local out = {-1}
 if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], count)
-  local leases = {}
+  local leases, handed = {}, {}
   for i = 1, #popped, 2 do
     local id = popped[i]
     local key = prefix .. id
@@ -60,6 +88,8 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
         'worker', ARGV[5], 'started', now)
       leases[#leases + 1] = now + lease
       leases[#leases + 1] = id
+      handed[#handed + 1] = id
+      handed[#handed + 1] = i
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'active', 'id', id)
       local n = #out
       out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
@@ -68,11 +98,12 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
     end
   end
   call_chunked({'ZADD', KEYS[3]}, leases)
+  if #handed > 0 then
+    redis.call('SET', memo_key, cmsgpack.pack(handed), 'PX', math.max(math.min(lease, 10000), 1))
+  end
   if #popped == count * 2 and redis.call('ZCARD', KEYS[1]) > 0 then
     redis.call('ZADD', KEYS[5], 0, 'w') -- more work: wake another idle worker
   end
 end
 
-local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
-return out
+return next_due(out)

@@ -15,8 +15,7 @@
   KEYS[3] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[4] events    STREAM  capped at about ARGV[2] entries
   KEYS[5] marker    ZSET    one member; wakes one idle worker
-  KEYS[6] seq       STRING  FIFO sequence counter
-  KEYS[7] meta      HASH    fields seen, serving_since (ms): the serving clock
+  KEYS[6] meta      HASH    fields seen, serving_since (ms): the serving clock
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] max_stalls   a job that stalls more often than this is failed
@@ -42,13 +41,13 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if gap >= 0 then
-  local clock = redis.call('HMGET', KEYS[7], 'seen', 'serving_since')
+  local clock = redis.call('HMGET', KEYS[6], 'seen', 'serving_since')
   local seen, since = tonumber(clock[1] or 0), tonumber(clock[2] or 0)
   if now - seen > gap then
     since = now
-    redis.call('HSET', KEYS[7], 'seen', now, 'serving_since', now)
+    redis.call('HSET', KEYS[6], 'seen', now, 'serving_since', now)
   else
-    redis.call('HSET', KEYS[7], 'seen', now)
+    redis.call('HSET', KEYS[6], 'seen', now)
   end
   if now - since < gap then
     local wait = gap - (now - since)

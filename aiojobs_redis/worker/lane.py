@@ -37,6 +37,23 @@ _PROMOTE_LIMIT = 1000
 _MAX_FETCH = 1000
 
 
+class _Trip:
+    """The calls of one round trip and what to do with their replies."""
+
+    __slots__ = ("batch", "fetches", "sent")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.sent: list[tuple[int, list[Outcome]]] = []  # (call index, its outcomes)
+        self.fetches: list[tuple[int, int]] = []  # (call index, jobs wanted)
+
+    def extend(self, other: _Trip) -> None:
+        offset = len(self.batch.calls)
+        self.batch.calls.extend(other.batch.calls)
+        self.sent += [(i + offset, group) for i, group in other.sent]
+        self.fetches += [(i + offset, n) for i, n in other.fetches]
+
+
 class Running:
     """A job this lane is running."""
 
@@ -68,6 +85,8 @@ class Lane:
         self.fetching = True
         self._waker: asyncio.Task[None] | None = None
         self._outage = False
+        self._unsent: _Trip | None = None  # a round trip whose reply was lost, to send again
+        self._unreplicated = False
 
     # ---------------------------------------------------------------- the loop
 
@@ -75,13 +94,13 @@ class Lane:
         worker = self.worker
         while True:
             want = 0
-            if self.fetching and not worker.stopping:
+            if self.fetching and not worker.stopping and self._unsent is None:
                 if self.idle and self._waker is not None and self._waker.done():
                     self._waker = None
                     self.idle = False
                 if not self.idle:
                     want = worker.reserve(self, _MAX_FETCH)
-            if want == 0 and not self.outcomes:
+            if want == 0 and not self.outcomes and self._unsent is None:
                 if worker.stopping and not self.running:
                     break
                 if self.idle and self._waker is None and self.fetching and not worker.stopping \
@@ -91,19 +110,20 @@ class Lane:
                 self.wake.clear()
                 continue
             try:
-                flushed = bool(self.outcomes)
+                flushed = bool(self.outcomes) or self._unsent is not None
+                fetched = want > 0 or (self._unsent is not None and bool(self._unsent.fetches))
                 got = await self._round_trip(want)
                 if self.burst:
-                    if want and not got and not self.running and not self.outcomes \
+                    if fetched and not got and not self.running and not self.outcomes \
                             and self.next_due_ms < 0:
                         break
                     if flushed:
                         self.idle = False  # look again: a retry may have made work
+            # the failed round trip is kept whole (its fetch with the slots it reserved)
+            # and sent again first, after a pause
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-                worker.release(want)
                 await self._outage_pause(f"Redis unreachable: {e}")
             except ResponseError as e:
-                worker.release(want)
                 await self._outage_pause(f"Redis refused a command: {e}")
         await self.stop_waker()
 
@@ -115,16 +135,74 @@ class Lane:
         await self.worker.backoff.sleep()
 
     async def _round_trip(self, want: int) -> int:
-        """Report outcomes and fetch up to ``want`` jobs; returns how many were fetched."""
+        """Report outcomes and fetch up to ``want`` jobs; returns how many were fetched.
+
+        A round trip that failed (its reply lost: an outage, a restart) is sent again
+        verbatim before anything else: the same outcome rows, the same metrics batch id,
+        the same fetch nonce, so that the scripts recognise a call they already ran
+        (DUPLICATE outcomes, a metrics batch counted once, the same jobs handed out)."""
+        q = self.queue
+        if self._unsent is not None:
+            trip, self._unsent = self._unsent, None
+            if self.outcomes or want:  # new work rides along, in calls of its own
+                trip.extend(self._build(want))
+        else:
+            trip = self._build(want)
+        try:
+            results = await trip.batch.execute(q.client)
+        except BaseException:
+            self._unsent = trip  # its fetch keeps the slots it reserved
+            raise
+        if self._outage:
+            self._outage = False
+            log.warning("queue %s: Redis is back", q.name)
+        self.worker.backoff.reset()
+        if trip.batch.reordered:
+            self.idle = False  # a call ran before an earlier one: what the fetch saw is stale
+        if trip.batch.replicas and (trip.batch.acked or 0) < trip.batch.replicas:
+            if not self._unreplicated:
+                self._unreplicated = True
+                log.warning("queue %s: outcomes recorded on the primary but confirmed by %d of"
+                            " %d replica(s); a failover now could make those jobs run again"
+                            " (logged once until replicas confirm again)", q.name,
+                            trip.batch.acked or 0, trip.batch.replicas)
+        elif trip.batch.replicas:
+            self._unreplicated = False
+        dropped: dict[int, list[Outcome]] = {}
+        for index, group in trip.sent:
+            for o, status in zip(group, results[index], strict=True):
+                if not self._log_outcome(o, int(status)):
+                    dropped.setdefault(int(status), []).append(o)
+        for status, lost in dropped.items():  # one line per round trip, not per job
+            what = ("lease lost: another worker owns them now" if status == -2 else
+                    "the jobs vanished (removed, or the queue wiped)")
+            log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
+                        len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
+        got = 0
+        for index, wanted in trip.fetches:
+            reply = results[index]
+            self.next_due_ms = int(reply[0])
+            width = FetchedJob.WIDTH
+            n = (len(reply) - 1) // width
+            got += n
+            self.worker.release(wanted - n)
+            self.idle = n < wanted
+            for i in range(1, len(reply), width):
+                job = FetchedJob(*reply[i:i + width])
+                if job.id not in self.running:  # a replayed fetch hands out the same jobs
+                    self._start(job)
+        return got
+
+    def _build(self, want: int) -> _Trip:
+        """The calls of one round trip: this lane's outcomes (and their metrics), a fetch."""
         q = self.queue
         k = q.keys
         outcomes, self.outcomes = self.outcomes, []
-        batch = Batch()
+        trip = _Trip(q.batch() if outcomes else Batch())  # outcomes wait for q.replicas
         groups: dict[tuple[str, tuple[int, int]], list[Outcome]] = {}
         for o in outcomes:
             retention = _retention_args(o.retention or q.retention, o.ok)
             groups.setdefault(("complete_jobs" if o.ok else "fail_jobs", retention), []).append(o)
-        sent: list[tuple[int, list[Outcome]]] = []
         per_call = 1000  # outcome rows per script call at most: a script cannot unpack more
         for (name, (keep_count, keep_age)), group in groups.items():
             script = SCRIPTS[name]
@@ -137,45 +215,15 @@ class Lane:
                     rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
                             for o in chunk]
                 args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
-                sent.append((batch.add(script, script.keys_of(k), args), chunk))
-        add_outcomes(batch, q, outcomes)  # metrics ride in the same round trip
-        fetch_at = -1
+                trip.sent.append((trip.batch.add(script, script.keys_of(k), args), chunk))
+        add_outcomes(trip.batch, q, outcomes)  # metrics ride in the same round trip
         if want:
             fetch = SCRIPTS["fetch_jobs"]
-            fetch_at = batch.add(fetch, fetch.keys_of(k), [
+            trip.fetches.append((trip.batch.add(fetch, fetch.keys_of(k), [
                 k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
-                secrets.token_hex(6), _PROMOTE_LIMIT,
-            ])
-        try:
-            results = await batch.execute(q.client)
-        except BaseException:
-            self.outcomes[:0] = outcomes  # keep them for the next try
-            raise
-        if self._outage:
-            self._outage = False
-            log.warning("queue %s: Redis is back", q.name)
-        self.worker.backoff.reset()
-        dropped: dict[int, list[Outcome]] = {}
-        for index, group in sent:
-            for o, status in zip(group, results[index], strict=True):
-                if not self._log_outcome(o, int(status)):
-                    dropped.setdefault(int(status), []).append(o)
-        for status, lost in dropped.items():  # one line per round trip, not per job
-            what = ("lease lost: another worker owns them now" if status == -2 else
-                    "the jobs vanished (removed, or the queue wiped)")
-            log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
-                        len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
-        if fetch_at >= 0:
-            reply = results[fetch_at]
-            self.next_due_ms = int(reply[0])
-            width = FetchedJob.WIDTH
-            got = (len(reply) - 1) // width
-            self.worker.release(want - got)
-            self.idle = got < want
-            for i in range(1, len(reply), width):
-                self._start(FetchedJob(*reply[i:i + width]))
-            return got
-        return 0
+                secrets.token_hex(6), _PROMOTE_LIMIT, k.fetch_prefix,
+            ]), want))
+        return trip
 
     def _log_outcome(self, o: Outcome, status: int) -> bool:
         """Log one outcome's status; False when it was dropped (logged by the caller)."""

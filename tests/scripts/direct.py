@@ -17,7 +17,7 @@ async def run(q: Queue, name: str, *args: Any) -> Any:
 
 async def fetch(q: Queue, count: int, lease_ms: int = 30_000) -> tuple[int, list[FetchedJob]]:
     reply = await run(q, "fetch_jobs", q.events_maxlen, count, lease_ms, "test-worker",
-                      secrets.token_hex(4), 1000)
+                      secrets.token_hex(4), 1000, q.keys.fetch_prefix)
     w = FetchedJob.WIDTH
     jobs = [FetchedJob(*reply[i:i + w]) for i in range(1, len(reply), w)]
     return int(reply[0]), jobs

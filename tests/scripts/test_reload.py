@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,7 +24,8 @@ def _add_one(queue: Queue, batch: Batch) -> None:
 def _fetch(queue: Queue, batch: Batch) -> int:
     script = SCRIPTS["fetch_jobs"]
     return batch.add(script, script.keys_of(queue.keys), [
-        queue.keys.job_prefix, queue.events_maxlen, 1, 30_000, "w", "nonce", 1000])
+        queue.keys.job_prefix, queue.events_maxlen, 1, 30_000, "w", secrets.token_hex(4), 1000,
+        queue.keys.fetch_prefix])
 
 
 async def test_one_missing_script_reloads_them_all(queue: Queue, client: aioredis.Redis) -> None:

@@ -55,7 +55,7 @@ async def _fetch(q: Queue, n: int, lease_ms: int = 60_000) -> list[FetchedJob]:
     for start in range(0, n, _SETUP_CHUNK):
         batch.add(script, script.keys_of(q.keys), [
             q.keys.job_prefix, q.events_maxlen, min(_SETUP_CHUNK, n - start), lease_ms, "w",
-            secrets.token_hex(4), 0])
+            secrets.token_hex(4), 0, q.keys.fetch_prefix])
     replies = await batch.execute(q.client) if n else []
     width = FetchedJob.WIDTH
     jobs = [FetchedJob(*reply[i:i + width]) for reply in replies
@@ -102,7 +102,7 @@ async def check_fetch_jobs(q: Queue, n: int) -> None:
     await _enqueue(q, n, JobOptions(delay_s=0.001))
     await asyncio.sleep(0.01)
     reply = await direct.run(q, "fetch_jobs", q.events_maxlen, n, 60_000, "w",
-                             secrets.token_hex(4), n)
+                             secrets.token_hex(4), n, q.keys.fetch_prefix)
     assert (len(reply) - 1) // FetchedJob.WIDTH == n and int(reply[0]) == -1
     assert await _counts(q) == _only(active=n)
 
@@ -162,7 +162,7 @@ async def check_recover_stalled(q: Queue, n: int) -> None:
     await _active(q, n, lease_ms=1)
     await asyncio.sleep(0.01)
     reply = await direct.run(q, "recover_stalled", q.events_maxlen, 0, n, 100, -1)
-    assert reply == [0, n]
+    assert reply == [0, n, 0]
     assert await _counts(q) == _only(failed=min(n, 100))
 
 
@@ -192,7 +192,7 @@ async def check_read_jobs(q: Queue, n: int) -> None:
 
 async def check_record_metrics(q: Queue, n: int) -> None:
     script = SCRIPTS["record_metrics"]
-    args: list[Any] = [MINUTE_SLOTS, WIDTH]
+    args: list[Any] = [MINUTE_SLOTS, WIDTH, ""]
     for i in range(n):
         args += (i % WIDTH + 1, LAYOUT[i % WIDTH], 1)
     await script(q.client, script.keys_of(q.keys), args)

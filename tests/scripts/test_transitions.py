@@ -106,7 +106,7 @@ async def test_recovered_job_goes_to_the_front_of_its_band(squeue: Queue) -> Non
     """A job recovered from a dead worker has waited already: it does not queue again
     behind the jobs enqueued since."""
     await squeue.enqueue("t", options=JobOptions(job_id="early"))
-    _, (fetched,) = await direct.fetch(squeue, 1, lease_ms=1)
+    await direct.fetch(squeue, 1, lease_ms=1)
     for i in range(3):
         await squeue.enqueue("t", options=JobOptions(job_id=f"later{i}"))
     await asyncio.sleep(0.01)
