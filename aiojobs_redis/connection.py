@@ -31,9 +31,9 @@ AnyRedis: TypeAlias = "Redis | RedisCluster"
 _T = TypeVar("_T")
 log = logging.getLogger("aiojobs_redis.connection")
 
-#: reconnect with backoff from 50 ms up to 2 s (user story 5); a command gives up after
-#: this many retries and the caller sees RedisUnavailable
-RETRIES = 6
+#: reconnect with backoff from 50 ms up to 1 s (user story 5) while the connection has
+#: failed for less than this; then the caller sees RedisUnavailable
+OUTAGE_BUDGET_S = 5.0
 DEAD_CONNECTION_S = 20
 BLOCKING_SOCKET_TIMEOUT_S = 20.0
 
@@ -67,8 +67,12 @@ SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
-def retry_policy() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), RETRIES)
+def retry_policy(budget_s: float = OUTAGE_BUDGET_S) -> Retry:
+    """Retries of a plain client: jittered backoff from 50 ms to 1 s while the connection
+    has been failing for less than ``budget_s``. A budget in time, not a count: six
+    full-jitter retries could all be spent within a few hundred ms, well inside a Redis
+    restart of one second."""
+    return OutageRetry(_Jitter(base=0.05, cap=1.0), budget_s)
 
 
 class OutageRetry(Retry):

@@ -50,6 +50,9 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "metrics:batch:<id>": ("STRING", "record_metrics",
                            "one per metrics batch of the last minute (a replayed call is"
                            " not counted twice); expires after 60 s"),
+    "op:<random>": ("STRING", "retry_jobs, promote_job, remove_job",
+                    "the reply of one call, so that the call sent again answers it;"
+                    " expires after 60 s"),
     "fetch:<nonce>": ("STRING", "fetch_jobs",
                       "the ids one fetch handed out (a replayed fetch hands out the same);"
                       " one per fetch of the last min(lease, 10 s)"),
@@ -125,6 +128,7 @@ class QueueKeys:
     metrics: str
     metrics_total: str
     fetch_prefix: str
+    op_prefix: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -151,6 +155,7 @@ class QueueKeys:
             metrics=base + "metrics",
             metrics_total=base + "metrics:total",
             fetch_prefix=base + "fetch:",
+            op_prefix=base + "op:",
         )
 
     def job(self, job_id: str) -> str:

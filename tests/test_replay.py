@@ -68,3 +68,33 @@ async def test_fetch_sent_again_hands_out_the_same_jobs(queue: Queue) -> None:
     assert (await queue.counts())[JobState.WAITING] == 2, "no other job was taken"
     _, rest = await direct.fetch(queue, 5)
     assert len(rest) == 2
+
+
+async def test_producer_calls_sent_again_answer_as_the_first_time(
+        proxy: ReplyLosingProxy, queue: Queue) -> None:
+    """enqueue, retry, promote, remove: each reply lost once; the client's own retry
+    re-sends the call, which must not answer 'exists', 'not failed' or 'no such job'."""
+    from aiojobs_redis import JobOptions, TaskCall
+
+    via_proxy = Queue.from_url(proxy.url, name=queue.name)
+    try:
+        proxy.lose_reply_to(SCRIPTS["add_jobs"].sha.encode())
+        [job] = await via_proxy.enqueue_many([work.call(1)])
+        assert proxy.lost == 1 and not job.existed
+        await queue.enqueue("replay.work", 2, options=JobOptions(job_id="later",
+                                                                 delay_s=3600))
+        proxy.lose_reply_to(SCRIPTS["promote_job"].sha.encode())
+        await via_proxy.job("later").promote()
+        assert proxy.lost == 2 and (await queue.job("later").info()).state is JobState.WAITING
+        proxy.lose_reply_to(SCRIPTS["remove_job"].sha.encode())
+        await via_proxy.job("later").remove()
+        assert proxy.lost == 3 and await queue.job_info("later") is None
+        await queue.enqueue_many([TaskCall.by_name("replay.nothing",
+                                                   options=JobOptions(job_id="f"))])
+        await Worker(queue, tasks=[work], handle_signals=False).run(burst=True)
+        assert (await queue.job("f").info()).state is JobState.FAILED  # unknown task
+        proxy.lose_reply_to(SCRIPTS["retry_jobs"].sha.encode())
+        await via_proxy.job("f").retry()
+        assert proxy.lost == 4 and (await queue.job("f").info()).state is JobState.WAITING
+    finally:
+        await via_proxy.close()

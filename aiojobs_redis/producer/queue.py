@@ -261,8 +261,10 @@ class Queue:
         self.check_replicated(batch, "enqueue", tuple(ids))
         jobs: list[Job[Any]] = []
         statuses = [s for chunk in results for s in chunk]
-        for job_id, status in zip(ids, statuses, strict=True):
-            jobs.append(Job(self, job_id, existed=status == 0))
+        mine = new_job_id.prefix  # ids made here are unique: one found existing was added
+        for job_id, status in zip(ids, statuses, strict=True):  # by this call, sent again
+            existed = status == 0 and not job_id.startswith(mine)
+            jobs.append(Job(self, job_id, existed=existed))
         return jobs
 
     def batch(self) -> Batch:
@@ -383,10 +385,16 @@ class Queue:
         script = SCRIPTS[name]
         with wrap_redis_errors(f"{operation} job {job_id!r}"):
             status = await script(self.client, script.keys_of(self.keys),
-                                  [self.keys.job_prefix, self.events_maxlen, job_id])
+                                  [self.keys.job_prefix, self.events_maxlen, self._op_key(),
+                                   job_id])
         error = status_error(int(status), job_id, operation)
         if error is not None:
             raise error
+
+    def _op_key(self) -> str:
+        """A fresh key for one call's reply: the call re-sent after a lost reply (redis-py
+        retries on a dropped connection) answers it instead of 'already done'."""
+        return self.keys.op_prefix + secrets.token_hex(8)
 
     async def remove_job(self, job_id: str) -> None:
         await self._job_script("remove_job", job_id, "remove")
@@ -403,7 +411,7 @@ class Queue:
         per_call = 1000  # ids per script call at most; all calls go in one round trip
         batch = Batch()
         for start in range(0, len(job_ids), per_call):
-            batch.add(script, keys, [self.keys.job_prefix, self.events_maxlen,
+            batch.add(script, keys, [self.keys.job_prefix, self.events_maxlen, self._op_key(),
                                      *job_ids[start:start + per_call]])
         if not batch:
             return 0

@@ -86,18 +86,18 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "remove_job",
         ("wait", "delayed", "completed", "failed", "events"),
-        ("job_prefix", "events_maxlen", "id"),
+        ("job_prefix", "events_maxlen", "op_key", "id"),
     ),
     ScriptSpec(
         "retry_jobs",
         ("wait", "failed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen"),
+        ("job_prefix", "events_maxlen", "op_key"),
         ("id",),
     ),
     ScriptSpec(
         "promote_job",
         ("wait", "delayed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen", "id"),
+        ("job_prefix", "events_maxlen", "op_key", "id"),
     ),
     ScriptSpec("drain_queue", ("wait", "delayed"), ("job_prefix", "limit")),
     ScriptSpec(

@@ -7,11 +7,17 @@
   KEYS[5] seq       STRING  FIFO sequence counter
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
-  ARGV[3] id
-  Derived: <job_prefix><id> HASH (same hash tag)
+  ARGV[3] op_key       fresh per call: the reply is kept there for 60 s, and the same call
+                       sent again answers it without acting twice
+  ARGV[4] id
+  Derived: <job_prefix><id> HASH; ARGV[3] STRING (same hash tag)
   Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
   Returns: 1 OK | -1 NO_JOB | -3 WRONG_STATE (not delayed) ]]
-local id = ARGV[3]
+--!include jobs
+local memo = replayed(ARGV[3])
+if memo then return memo end
+local id = ARGV[4]
 local key = ARGV[1] .. id
 local job = redis.call('HMGET', key, 'state', 'priority')
 if not job[1] then return -1 end
@@ -24,4 +30,4 @@ redis.call('ZREM', KEYS[2], id)
 redis.call('ZADD', KEYS[1], (1000 - tonumber(job[2])) * 1099511627776 + seq, id)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'e', 'promoted', 'id', id)
 redis.call('ZADD', KEYS[4], 0, 'w')
-return 1
+return remember(ARGV[3], 1)

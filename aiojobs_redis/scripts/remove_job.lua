@@ -8,10 +8,16 @@
   KEYS[5] events     STREAM  capped at about ARGV[2] entries
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
-  ARGV[3] id
-  Derived: <job_prefix><id> HASH (same hash tag)
+  ARGV[3] op_key       fresh per call: the reply is kept there for 60 s, and the same call
+                       sent again answers it without acting twice
+  ARGV[4] id
+  Derived: <job_prefix><id> HASH; ARGV[3] STRING (same hash tag)
+  Includes: lib/jobs.lua
   Returns: 1 OK | -1 NO_JOB | -3 WRONG_STATE (active) ]]
-local id = ARGV[3]
+--!include jobs
+local memo = replayed(ARGV[3])
+if memo then return memo end
+local id = ARGV[4]
 local key = ARGV[1] .. id
 local state = redis.call('HGET', key, 'state')
 if not state then return -1 end
@@ -19,4 +25,4 @@ if state == 'active' then return -3 end
 for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
 redis.call('DEL', key)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'e', 'removed', 'id', id)
-return 1
+return remember(ARGV[3], 1)

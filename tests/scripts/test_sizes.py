@@ -140,7 +140,7 @@ async def check_extend_leases(q: Queue, n: int) -> None:
 
 async def check_retry_jobs(q: Queue, n: int) -> None:
     ids = await _failed(q, n)
-    statuses = await direct.run(q, "retry_jobs", q.events_maxlen, *ids)
+    statuses = await direct.run(q, "retry_jobs", q.events_maxlen, "", *ids)
     assert statuses == [1] * n
     assert await _counts(q) == _only(waiting=n)
     if n:
@@ -340,7 +340,7 @@ async def test_lists_of_100k_on_the_scripts_that_had_the_bug(big_queue: Queue) -
     await check_invariants(q.client, q.keys)
 
     # retry_jobs: all 100,000 ids; only B's failed ones move
-    statuses = await direct.run(q, "retry_jobs", q.events_maxlen, *ids)
+    statuses = await direct.run(q, "retry_jobs", q.events_maxlen, "", *ids)
     assert statuses == [1 if a <= i < b and i % 2 else -3 for i in range(n)]
     assert await _counts(q) == _only(completed=a, waiting=n - a)
     await check_invariants(q.client, q.keys)

@@ -66,6 +66,20 @@ local function purge_sets(prefix, sets, limit)
   return removed
 end
 
+-- a call sent again after its reply was lost (same op_key, '' for none) answers what it
+-- answered the first time instead of acting again (an 'already done' would read as an error)
+local function replayed(op_key)
+  if op_key == '' then return nil end
+  local memo = redis.call('GET', op_key)
+  if memo then return cmsgpack.unpack(memo) end
+  return nil
+end
+
+local function remember(op_key, reply)
+  if op_key ~= '' then redis.call('SET', op_key, cmsgpack.pack(reply), 'PX', 60000) end
+  return reply
+end
+
 -- the error reply of a script refusing its input (before it wrote anything)
 local function bad_input(script, what)
   return redis.error_reply('ERR ' .. script .. ': ' .. what)
