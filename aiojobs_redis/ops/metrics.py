@@ -25,7 +25,7 @@ import bisect
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -38,7 +38,28 @@ from .registry import WorkerInfo, live_workers
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
-    from ..worker.execution import Outcome
+
+
+class _Attempt(Protocol):
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def wait_ms(self) -> int: ...
+
+
+class Outcome(Protocol):
+    """What metrics read of a worker's outcome (aiojobs_redis.worker.execution.Outcome)."""
+
+    @property
+    def job(self) -> _Attempt: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def retry_delay_ms(self) -> int: ...
+    @property
+    def run_ms(self) -> float: ...
 
 #: size of the ring: one slot per minute, 24 hours
 MINUTE_SLOTS: Final = 1440

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
@@ -39,8 +39,12 @@ from prometheus_client.registry import Collector
 from ..producer.queue import Queue
 from . import metrics
 
-if TYPE_CHECKING:
-    from ..worker.worker import Worker
+
+class ServesQueues(Protocol):
+    """A worker, or anything else that names the queues it serves."""
+
+    @property
+    def queues(self) -> Sequence[Queue]: ...
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 _LE: Final = (*tuple(f"{ms / 1000:g}" for ms in metrics.BUCKETS_MS), "+Inf")
@@ -103,7 +107,7 @@ async def render(queues: Sequence[Queue]) -> bytes:
     return generate_latest(registry)
 
 
-async def serve_metrics(source: Worker | Queue | Sequence[Queue], *, port: int,
+async def serve_metrics(source: ServesQueues | Queue | Sequence[Queue], *, port: int,
                         host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` of a worker's queues (or of ``queues``) on ``host:port`` until
     cancelled: ``asyncio.create_task(serve_metrics(worker, port=9108))``."""

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -28,13 +28,43 @@ from .execution import FetchedJob, Outcome
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
-    from .worker import Worker
+    from .context import WorkerContext
+    from .execution import Executor
 
 log = logging.getLogger("aiojobs_redis.worker")
 
 _MAX_IDLE_BLOCK_S = 5.0
 _PROMOTE_LIMIT = 1000
 _MAX_FETCH = 1000
+
+
+class Pause(Protocol):
+    """The backoff between attempts while Redis is away."""
+
+    async def sleep(self) -> None: ...
+    def reset(self) -> None: ...
+
+
+class LaneHost(Protocol):
+    """What a lane needs of the worker that runs it: the shared slots, the executor, the
+    lease length and identity it fetches with, the outage backoff, the counters."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def lease_ms(self) -> int: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def backoff(self) -> Pause: ...
+    @property
+    def executor(self) -> Executor: ...
+    @property
+    def context(self) -> WorkerContext: ...
+    def reserve(self, lane: Lane, n: int) -> int: ...
+    def release(self, n: int) -> None: ...
+    def free_slots(self) -> int: ...
+    def count_outcome(self, ok: bool) -> None: ...
 
 
 class _Trip:
@@ -73,7 +103,7 @@ def _retention_args(retention: Retention, ok: bool) -> tuple[int, int]:
 
 
 class Lane:
-    def __init__(self, worker: Worker, queue: Queue, *, burst: bool = False) -> None:
+    def __init__(self, worker: LaneHost, queue: Queue, *, burst: bool = False) -> None:
         self.worker = worker
         self.burst = burst  # end when the queue has nothing waiting, delayed or running
         self.queue = queue

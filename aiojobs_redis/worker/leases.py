@@ -9,7 +9,8 @@ import os
 import random
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -17,7 +18,25 @@ from ..ops import registry
 from ..scripts import SCRIPTS, Batch
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .lane import Lane
+
+
+class LeaseHost(Protocol):
+    """What lease renewal and the heartbeat need of the worker: its lanes (their running
+    jobs and queues), its identity, lease length and counters."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def lease_ms(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def processed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def lanes(self) -> Sequence[Lane]: ...
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -45,7 +64,7 @@ class LeaseKeeper:
     """Every ``lease_ms / 3``: extend the leases of all running jobs (one round trip per
     queue, at most 1,000 jobs per script call) and write the worker's heartbeat."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: LeaseHost) -> None:
         self.worker = worker
         self.started_at = time.time()
         self.host = socket.gethostname()

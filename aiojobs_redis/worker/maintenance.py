@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -20,7 +20,6 @@ from .lane import _retention_args
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
-    from .worker import Worker
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -53,27 +52,30 @@ async def recover_stalled(queue: Queue, max_stalls: int, gap_ms: int = -1,
 
 
 class Maintenance:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    """Every ``check_s`` (jittered): recover the stalled jobs of ``queues``."""
+
+    def __init__(self, queues: Sequence[Queue], *, max_stalls: int, check_s: float,
+                 lease_ms: int) -> None:
+        self.queues = tuple(queues)
+        self.max_stalls = max_stalls
+        self.check_s = check_s
         self._deferring: set[str] = set()  # queues whose recovery waits (logged once)
         # a pause of Redis longer than this is "not serving": half a lease (a pause that
         # can expire a lease is longer than two thirds of it), and longer than this
         # worker's own gaps between checks so that its calls alone keep the clock going
-        self.gap_ms = max(worker.lease_ms // 2, int(worker.stalled_check_s * 1500) + 100)
+        self.gap_ms = max(lease_ms // 2, int(check_s * 1500) + 100)
 
     async def run(self) -> None:
-        interval = self.worker.stalled_check_s
         while True:
             # spread the checks of many workers over the interval
-            await asyncio.sleep(interval * (0.5 + random.random()))
-            for lane in self.worker.lanes:
-                name = lane.queue.name
+            await asyncio.sleep(self.check_s * (0.5 + random.random()))
+            for queue in self.queues:
+                name = queue.name
                 waited: list[int] = []
                 try:
-                    await recover_stalled(lane.queue, self.worker.max_stalls, self.gap_ms,
-                                          waited.append)
+                    await recover_stalled(queue, self.max_stalls, self.gap_ms, waited.append)
                 except (RedisError, OSError) as e:
-                    log.debug("stalled-job check of %s skipped: %s", lane.queue.name, e)
+                    log.debug("stalled-job check of %s skipped: %s", name, e)
                     continue
                 if not waited:
                     self._deferring.discard(name)

@@ -194,7 +194,10 @@ class Worker:
             await leases.heartbeat()
             self.watchdog = LoopWatchdog(self._describe_running)
             background = [asyncio.create_task(leases.run(), name="ajr-leases"),
-                          asyncio.create_task(Maintenance(self).run(), name="ajr-maintenance"),
+                          asyncio.create_task(Maintenance(
+                              self.queues, max_stalls=self.max_stalls,
+                              check_s=self.stalled_check_s, lease_ms=self.lease_ms).run(),
+                              name="ajr-maintenance"),
                           asyncio.create_task(self.watchdog.run(), name="ajr-watchdog")]
             for detector in self.wipe_detectors.values():
                 with contextlib.suppress(RedisError, OSError, AiojobsRedisError):
