@@ -76,7 +76,7 @@ def test_parts_import_only_parts_below_them() -> None:
         if module in FRONT_DOORS:
             continue
         mine = LAYERS.index(part_of(module))
-        for target, top in imports(path):
+        for target, _top in imports(path):
             theirs = LAYERS.index(part_of(target))
             if theirs <= mine:
                 continue

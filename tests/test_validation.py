@@ -31,7 +31,7 @@ from aiojobs_redis import (
     task,
 )
 from aiojobs_redis.options import MAX_DURATION_S
-from aiojobs_redis.producer.queue import _RUN_NOW_ID, check_job_id
+from aiojobs_redis.producer.job_ids import _RUN_NOW_ID, check_job_id
 from aiojobs_redis.schedules.spec import _NAME as SCHEDULE_NAME
 from aiojobs_redis.schedules.ticks import tick_job_id
 

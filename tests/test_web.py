@@ -23,8 +23,8 @@ from starlette.routing import Mount, Route
 from aiojobs_redis import ConfigurationError, JobState, Queue, Worker, task
 from aiojobs_redis.cli.dashboard import add_parser, check_binding
 from aiojobs_redis.ops.web import create_app
-from aiojobs_redis.ops.web.app import VALUE_CAP
 from aiojobs_redis.ops.web.openapi import openapi_document
+from aiojobs_redis.ops.web.views import VALUE_CAP
 from aiojobs_redis.states import STATE_SETS, state_keys
 
 from .conftest import wait_until

@@ -13,31 +13,25 @@ import asyncio
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import unquote_to_bytes
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ... import codec
 from ...errors import (
     AiojobsRedisError,
     ConfigurationError,
-    InvalidJobId,
     JobNotFound,
     JobStateError,
     RedisError,
     RedisUnavailable,
     wrap_redis_errors,
 )
-from ...producer.job import JobInfo
-from ...producer.queue import Queue, check_job_id
+from ...producer.queue import Queue
 from ...scripts import SCRIPTS
 from ...states import FINISHED, STATE_SETS, JobState, state_key
 from .. import metrics
@@ -50,136 +44,29 @@ from .safety import (
     Json,
     error_response,
     make_policy,
-    route_path,
+)
+from .views import (
+    LIST_TEXT_CAP,
+    ApiError,
+    as_text,
+    capped,
+    cut_text,
+    decoded,
+    info_json,
+    int_param,
+    job_id_param,
+    ms_iso,
+    path_segments,
+    snapshot_json,
+    states,
 )
 
 MAX_PAGE: Final = 200
 DEFAULT_PAGE: Final = 20
-VALUE_CAP: Final = 4096  # characters of JSON shown for arguments, results and progress
-LIST_TEXT_CAP: Final = 300  # characters of an error message in a job list
-TRACEBACK_CAP: Final = 65_536
 _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
                        "started", "finished", "due", "error", "worker", "progress")
 _FIELD_CAP: Final = 1024  # bytes of each field read for a job list
 
-_json = msgspec.json.Encoder(enc_hook=repr)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _ms_iso(raw: bytes | None) -> str | None:
-    if raw is None or int(raw) <= 0:
-        return None
-    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _cut(text: str | None, cap: int) -> str | None:
-    if text is None or len(text) <= cap:
-        return text
-    return text[:cap] + f"… [{len(text) - cap} more characters]"
-
-
-def capped(value: Any, cap: int = VALUE_CAP) -> dict[str, Any]:
-    """A value for display: its JSON text cut at ``cap`` characters; the value itself
-    only when it fits."""
-    text = _json.encode(value).decode()
-    if len(text) <= cap:
-        return {"value": value, "json": text, "size": len(text), "truncated": False}
-    return {"json": text[:cap], "size": len(text), "truncated": True}
-
-
-def _decoded(raw: bytes) -> Any:
-    try:
-        return codec.decode_value(raw)
-    except codec.DecodeError:
-        return None
-
-
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_parameter", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _job_id(raw: str) -> str:
-    try:
-        return check_job_id(raw)
-    except InvalidJobId as e:
-        raise ApiError(400, "bad_job_id", str(e)) from None
-
-
-def _decode(segment: bytes) -> str:
-    return unquote_to_bytes(segment).decode("utf-8", "replace")
-
-
-def path_segments(request: Request) -> list[str]:
-    """The segments of the request's route path, each percent-decoded on its own.
-
-    The router matches the decoded path, in which an encoded slash (``%2F``) is a slash
-    like any other. Here the path is split at the slashes that were sent as slashes, in
-    the raw path, before decoding: ``jobs/a%2F..%2Fb`` is one segment, the job id
-    ``a/../b``, and ``%2E%2E`` is the literal ``..``; so a job id or a schedule name is
-    read exactly as it was encoded, and nothing in it can stand for a queue or an action.
-    """
-    decoded = route_path(request.scope)
-    raw: bytes | None = request.scope.get("raw_path")
-    if raw is None:  # an ASGI server that does not give it: the decoded path
-        return decoded.split("/")[1:]
-    parts = [_decode(s) for s in raw.split(b"?", 1)[0].split(b"/")]
-    # the route path is the end of the raw path (after a mount point or a root path)
-    for first in range(1, len(parts)):
-        if "/" + "/".join(parts[first:]) == decoded:
-            return parts[first:]
-    raise ApiError(400, "bad_path", f"cannot read the path {decoded!r} exactly: is a"
-                                    " slash of the mount point percent-encoded?")
-
-
-def states() -> list[str]:
-    """The job states, in display order: the table of aiojobs_redis.states."""
-    return [str(s) for s in STATE_SETS]
-
-
-def _info_json(info: JobInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": info.id, "queue": info.queue, "task": info.task, "state": info.state,
-        "priority": info.priority, "attempts": info.attempts,
-        "max_attempts": info.max_attempts, "stalls": info.stalls,
-        "args": capped(info.args), "kwargs": capped(info.kwargs),
-        "progress": capped(info.progress), "result": capped(info.result),
-        "error": _cut(info.error, TRACEBACK_CAP), "traceback": _cut(info.traceback, TRACEBACK_CAP),
-        "created_at": info.created_at, "started_at": info.started_at,
-        "finished_at": info.finished_at, "due_at": info.due_at, "worker": info.worker,
-        "payload_error": info.payload_error,
-    }
-    return out
-
-
-def _snapshot_json(s: metrics.Snapshot) -> dict[str, Any]:
-    return {
-        "name": s.queue, "counts": s.counts, "paused": s.paused, "workers": len(s.workers),
-        "oldest_waiting_age_s": s.oldest_waiting_age_s,
-        "totals": {k: s.totals[k] for k in ("completed", "failed", "retried", "stalled")},
-    }
 
 
 # ------------------------------------------------------------------------------ the API
@@ -205,12 +92,12 @@ class Api:
 
     async def list_queues(self, request: Request) -> Response:
         snaps = await asyncio.gather(*(metrics.snapshot(q) for q in self.queues.values()))
-        return Json({"queues": [_snapshot_json(s) for s in snaps], "states": states(),
+        return Json({"queues": [snapshot_json(s) for s in snaps], "states": states(),
                      "read_only": self.read_only})
 
     async def get_queue(self, request: Request) -> Response:
         s = await metrics.snapshot(self.queue(request))
-        body = _snapshot_json(s)
+        body = snapshot_json(s)
         body["totals"] = s.totals
         return Json(body)
 
@@ -222,8 +109,8 @@ class Api:
         if state is None:
             raise ApiError(400, "bad_parameter",
                            f"state must be one of {list(known)}, got {raw_state!r}")
-        offset = _int_param(request, "offset", 0, 0, 10**12)
-        limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        offset = int_param(request, "offset", 0, 0, 10**12)
+        limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         order = request.query_params.get("order", "newest" if state in FINISHED else "oldest")
         if order not in ("newest", "oldest"):
             raise ApiError(400, "bad_parameter",
@@ -241,14 +128,15 @@ class Api:
                 continue  # its hash is gone (expired by retention in this instant)
             progress = None
             if f["progress"] is not None:
-                progress = capped(_decoded(f["progress"]), 200)["json"]
+                progress = capped(decoded(f["progress"]), 200)["json"]
             jobs.append({
-                "id": reply[i].decode(), "task": _text(f["task"]), "state": _text(f["state"]),
+                "id": reply[i].decode(), "task": as_text(f["task"]), "state": as_text(f["state"]),
                 "priority": int(f["priority"] or 0), "attempts": int(f["attempts"] or 0),
                 "max_attempts": int(f["max_attempts"] or 0),
-                "created_at": _ms_iso(f["created"]), "started_at": _ms_iso(f["started"]),
-                "finished_at": _ms_iso(f["finished"]), "due_at": _ms_iso(f["due"]),
-                "error": _cut(_text(f["error"]), LIST_TEXT_CAP), "worker": _text(f["worker"]),
+                "created_at": ms_iso(f["created"]), "started_at": ms_iso(f["started"]),
+                "finished_at": ms_iso(f["finished"]), "due_at": ms_iso(f["due"]),
+                "error": cut_text(as_text(f["error"]), LIST_TEXT_CAP),
+                "worker": as_text(f["worker"]),
                 "progress": progress,
             })
         return Json({"queue": q.name, "state": str(state), "order": order, "offset": offset,
@@ -283,7 +171,7 @@ class Api:
         return await self.act(q, job_id, request.method, action)
 
     async def act(self, q: Queue, raw_id: str, method: str, action: str | None) -> Response:
-        job_id = _job_id(raw_id)
+        job_id = job_id_param(raw_id)
         if action == "retry":
             await q.retry_jobs([job_id], strict=True)
         elif action == "promote":
@@ -295,7 +183,7 @@ class Api:
             info = await q.job_info(job_id)
             if info is None:
                 raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
-            return Json(_info_json(info))
+            return Json(info_json(info))
         return Json({"ok": True, "id": job_id, "action": action})
 
     async def retry_failed(self, request: Request) -> Response:
@@ -319,7 +207,7 @@ class Api:
 
     async def metrics(self, request: Request) -> Response:
         q = self.queue(request)
-        minutes = _int_param(request, "minutes", 60, 1, metrics.MINUTE_SLOTS)
+        minutes = int_param(request, "minutes", 60, 1, metrics.MINUTE_SLOTS)
         return Json(await metrics.read_window(q.client, q.keys, minutes))
 
     async def schedules(self, request: Request) -> Response:
@@ -329,7 +217,7 @@ class Api:
             "name": s.name, "task": s.task, "cron": s.cron, "every_s": s.every_s, "tz": s.tz,
             "next_run_at": s.next_run_at, "next_tick_at": s.next_tick_at, "runs": s.runs,
             "last_tick_at": s.last_tick_at, "last_job_id": s.last_job_id,
-            "last_state": s.last_state, "last_error": _cut(s.last_error, LIST_TEXT_CAP),
+            "last_state": s.last_state, "last_error": cut_text(s.last_error, LIST_TEXT_CAP),
         } for s in infos]})
 
     async def run_schedule(self, request: Request) -> Response:
