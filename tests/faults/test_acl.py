@@ -20,7 +20,7 @@ ACL_RULE = (
     # from clients
     "+evalsha +script|load +ping +info +time +hello "
     "+hget +hmget +hexists +hset +hdel +hgetall "
-    "+zadd +zcard +zrange +zrem +zscore "
+    "+zadd +zcard +zrange +zrem +zscore +zremrangebyscore +wait "
     "+xread +xrange +xrevrange +bzpopmin "
     "+get +set +del +exists +scan "
     # inside the scripts (Redis checks those too)
