@@ -34,6 +34,9 @@ log = logging.getLogger("aiojobs_redis.connection")
 #: reconnect with backoff from 50 ms up to 1 s (user story 5) while the connection has
 #: failed for less than this; then the caller sees RedisUnavailable
 OUTAGE_BUDGET_S = 5.0
+#: attempts of a cluster client's command after the first (redis-py's cluster client
+#: counts attempts; between them it finds the slot's new primary after a failover)
+CLUSTER_RETRIES = 6
 DEAD_CONNECTION_S = 20
 BLOCKING_SOCKET_TIMEOUT_S = 20.0
 
@@ -65,6 +68,11 @@ SENTINEL_DEFAULT_PORT = 26379
 SENTINEL_SCHEME = "redis+sentinel"
 #: URL schemes of a Redis Cluster, and the scheme redis-py reads them as
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_retry_policy() -> Retry:
+    """Retries of a cluster client: it counts them (and refreshes its slot map between)."""
+    return Retry(_Jitter(base=0.05, cap=1.0), CLUSTER_RETRIES)
 
 
 def retry_policy(budget_s: float = OUTAGE_BUDGET_S) -> Retry:
@@ -287,6 +295,8 @@ def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
     if cluster:
         options.pop("retry_on_error", None)
         options.pop("health_check_interval", None)
+        if "retry" not in kwargs:  # a cluster client counts its attempts (a time budget
+            options["retry"] = cluster_retry_policy()  # reads as zero attempts there)
         return RedisCluster.from_url(url, **options)
     # a blocking pool: a burst of callers beyond the pool waits for a connection instead
     # of failing with "Too many connections" (redis-py >= 7 caps a plain pool at 100, which
