@@ -11,8 +11,6 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -42,6 +40,7 @@ from aiojobs_redis.connection import (
 )
 
 from .conftest import wait_until
+from .test_worker import running
 
 pytestmark = pytest.mark.sentinel
 
@@ -62,16 +61,6 @@ async def tracked(i: int) -> int:
     RUNS.append((current_job().id, time.monotonic()))
     await asyncio.sleep(0.02)
     return i
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    runner = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(runner, 30)
 
 
 async def info(port: int, section: str) -> dict[str, Any]:

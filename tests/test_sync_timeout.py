@@ -16,14 +16,15 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from aiojobs_redis import FixedBackoff, JobFailed, JobState, Queue, Worker, current_job, task
 
 from .conftest import wait_until
+from .test_worker import running
 
 LOGGER = "aiojobs_redis.worker"
 
@@ -80,16 +81,6 @@ class Threads:
                     if a.end is None or b.start < a.end:
                         bad.append(job_id)
             return bad
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    runner = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(runner, 30)
 
 
 def warnings_with(caplog: pytest.LogCaptureFixture, *parts: str) -> list[str]:

@@ -80,7 +80,14 @@ async def _failover_run(redis_cluster: Cluster, replicas: int) -> tuple[int, int
                              timeout=60, interval=0.1)
             promoted = time.monotonic() - killed_at
             victim.start()
-            await wait_until(lambda: len(acknowledged) >= at_kill + 400, timeout=60)
+            try:
+                await wait_until(lambda: len(acknowledged) >= at_kill + 400, timeout=60)
+            except AssertionError:
+                raise AssertionError(
+                    f"no acknowledgments after the failover: {len(acknowledged)} in all, last"
+                    f" errors {errors[-3:]}, primary now"
+                    f" {redis_cluster.primary_for(producer_q.keys.wait).port}, killed"
+                    f" {victim.port}") from None
             outage = time.monotonic() - killed_at
             stop.set()
             await producing
