@@ -250,23 +250,26 @@ class Batch:
             await _refresh_slots(client)  # a failover: find the new primaries next time
             raise
         results: list[Any] = [None] * len(self.calls)
-        acks: list[int] = []
+        waits: list[Any] = []
         for _, commands in by_node.values():
             for command in commands:
                 if command.position < 0:
-                    acks.append(_acked(command.result))
+                    waits.append(command.result)
                 else:
                     results[command.position] = command.result
-        if acks:
-            self.acked = min(acks)
-        redirected = False
-        for i, result in enumerate(results):
-            if isinstance(result, MovedError | AskError | TryAgainError | ClusterDownError):
+        redirected = [i for i, r in enumerate(results)
+                      if isinstance(r, MovedError | AskError | TryAgainError | ClusterDownError)]
+        if redirected:
+            # the slot moved (a failover, a reshard): our map is stale, and a WAIT that went
+            # along was answered by a node that no longer owns the slot (maybe a replica)
+            await _refresh_slots(client)
+            for i in redirected:
                 script, keys, args = self.calls[i]
                 results[i] = await script(client, keys, args)
-                redirected = True
-        if redirected and self.replicas:
-            await self._wait_again(client)
+            if self.replicas:
+                await self._wait_again(client)
+        elif waits:
+            self.acked = min(_acked(w) for w in waits)
         return await self._settle(client, results)
 
     async def _wait_again(self, client: AnyRedis) -> None:
