@@ -151,3 +151,17 @@ async def test_unreachable_redis_is_a_clear_error() -> None:
             await q.enqueue("greet", "x")
     finally:
         await q.close()
+
+
+async def test_from_url_reads_redis_url(redis_url: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiojobs_redis import ConfigurationError
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="REDIS_URL"):
+        Queue.from_url(name="env")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    async with Queue.from_url(name="env") as q:
+        job = await q.enqueue("t")
+        assert (await job.info()).state == "waiting"
+        await q.obliterate()

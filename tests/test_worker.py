@@ -495,3 +495,22 @@ async def test_lost_leases_are_logged_once_per_episode(
         await wait_until(lambda: worker.running_count() == 0, timeout=20)
     lines = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
     assert len(lines) == 1 and "50 running job(s)" in lines[0], lines
+
+
+async def test_a_failing_startup_hook_skips_the_shutdown_hooks(queue: Queue) -> None:
+    """The startup hook's error reaches the caller; on_shutdown (which would undo what
+    startup did, and fail on what is not there) does not run after it."""
+    ran: list[str] = []
+
+    def startup(ctx: object) -> None:
+        raise RuntimeError("database unreachable")
+
+    def shutdown(ctx: object) -> None:
+        ran.append("shutdown")
+        raise KeyError("pool")
+
+    worker = Worker(queue, tasks=[hold_forever], on_startup=[startup], on_shutdown=[shutdown],
+                    handle_signals=False)
+    with pytest.raises(RuntimeError, match="database unreachable"):
+        await worker.run()
+    assert ran == []

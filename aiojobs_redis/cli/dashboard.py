@@ -14,6 +14,8 @@ import ipaddress
 import os
 from typing import Any
 
+from .common import add_url_option, plain, redis_url
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -27,10 +29,11 @@ def is_loopback(host: str) -> bool:
 def add_parser(subparsers: Any) -> None:
     """Add the ``dashboard`` command to ``aiojobs-redis`` (an argparse subparsers object)."""
     p = subparsers.add_parser(
-        "dashboard", help="serve the HTTP API, Prometheus /metrics and the live dashboard",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "dashboard", help="serve the HTTP API, Prometheus /metrics and the live dashboard"
+                          " (needs the web extra)",
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
+    add_url_option(p)
     p.add_argument("--queue", action="append", required=True, metavar="NAME",
                    help="a queue to show (repeat for several)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -56,14 +59,16 @@ def check_binding(host: str, token: str | None, read_only: bool) -> None:
 
 
 async def run_dashboard(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ..ops.web import create_app
     from ..producer.queue import Queue
 
-    url: str | None = args.url or os.environ.get("REDIS_URL")
-    if not url:
-        raise SystemExit("give --url or set REDIS_URL")
+    try:
+        import uvicorn
+
+        from ..ops.web import create_app
+    except ImportError as e:
+        raise SystemExit(f"the dashboard needs the web extra ({e.name or e} is not installed):"
+                         " pip install 'aiojobs_redis[web]'") from e
+    url = redis_url(args)
     check_binding(args.host, args.token, args.read_only)
     queues = [Queue.from_url(url, name=name) for name in dict.fromkeys(args.queue)]
     try:
@@ -89,14 +94,9 @@ async def run_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command on its own: ``python -m aiojobs_redis.cli.dashboard --queue q``."""
-    import asyncio
-    import logging
+    from .main import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="aiojobs-redis")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["dashboard", *(argv if argv is not None else _argv())])
-    logging.basicConfig(level="INFO")
-    return asyncio.run(run_dashboard(args))
+    return cli_main(["dashboard", *(argv if argv is not None else _argv())])
 
 
 def _argv() -> list[str]:

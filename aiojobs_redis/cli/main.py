@@ -1,96 +1,173 @@
-"""The ``aiojobs-redis`` command: run a worker, list live workers, check health,
-show counts, run the demo."""
+"""The aiojobs-redis command: run a worker, list live workers, check health,
+show counts, manage schedules, serve the dashboard, run the demo."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..errors import AiojobsRedisError
+import redis.exceptions as rx
+
+from .. import __version__
+from ..errors import AiojobsRedisError, RedisError, RedisUnavailable
 from ..ops.registry import live_workers
 from ..producer.queue import Queue
 from . import dashboard, schedules, worker
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    add_url_option,
+    check_url,
+    plain,
+    redact,
+    redis_url,
+)
 from .worker import run_loop
 
 log = logging.getLogger("aiojobs_redis.cli")
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-def _url(args: argparse.Namespace) -> str:
-    url: str | None = args.url or os.environ.get("REDIS_URL")
-    if not url:
-        raise SystemExit("give --url or set REDIS_URL")
-    return url
+EPILOG = f"""\
+Global options (--url, --log-level, --no-uvloop) may come before or after the command.
+--url defaults to $REDIS_URL; --log-level to $AJR_LOG_LEVEL, else INFO.
+
+exit codes:
+  {EXIT_OK}    success (health: the queue, or the worker, is served)
+  {EXIT_UNHEALTHY}    unhealthy: no live worker serves the queue (health, workers),
+       no such worker (health --worker-id), no such schedule (schedules remove)
+  {EXIT_USAGE}    usage or configuration error: bad option, missing or malformed URL,
+       MODULE:ATTR that cannot be imported or is not a Worker, missing extra
+  {EXIT_UNREACHABLE}    Redis is unreachable (refused, timed out, unknown host) or failed
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+Errors are one line on stderr: "aiojobs-redis: <what went wrong>".
+"""
+
+
+class CliParser(argparse.ArgumentParser):
+    """Every parser of the command: errors are one line, and each subcommand accepts
+    the global options too (so they may follow the command)."""
+
+    def __init__(self, *args: Any, root: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        if not root:
+            _add_global_options(self, root=False)
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"aiojobs-redis: {message} (see: {self.prog} --help)\n")
+
+
+def log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {value!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, root: bool) -> None:
+    """On the root, the real defaults; on a subcommand, none (a value given before the
+    command must survive the subcommand's parse)."""
+    group = parser.add_argument_group("global options")
+    suppress: dict[str, Any] = {} if root else {"default": argparse.SUPPRESS}
+    group.add_argument("--log-level", type=log_level, metavar="LEVEL",
+                       help=f"{', '.join(LOG_LEVELS)} (default: $AJR_LOG_LEVEL, else INFO)",
+                       **(suppress or {"default": os.environ.get("AJR_LOG_LEVEL", "INFO")}))
+    group.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop",
+                       **suppress)
 
 
 async def _cmd_workers(args: argparse.Namespace) -> int:
-    async with Queue.from_url(_url(args), name=args.queue) as q:
+    async with Queue.from_url(redis_url(args), name=args.queue) as q:
         workers = await live_workers(q.client, q.keys)
     if not workers:
         print(f"no live worker serves queue {args.queue!r}")
-        return 1
+        return EXIT_UNHEALTHY
     print(f"{'worker':<40} {'host':<16} {'pid':>7} {'active':>6} {'done':>8} {'failed':>7}"
           "  queues")
     for w in workers:
         print(f"{w.id:<40} {w.host:<16} {w.pid:>7} {w.active:>6} {w.processed:>8} {w.failed:>7}"
               f"  {','.join(w.queues)}")
-    return 0
+    return EXIT_OK
 
 
 async def _cmd_health(args: argparse.Namespace) -> int:
-    async with Queue.from_url(_url(args), name=args.queue) as q:
+    async with Queue.from_url(redis_url(args), name=args.queue) as q:
         workers = await live_workers(q.client, q.keys)
         counts = await q.counts()
     summary = ", ".join(f"{state}={n}" for state, n in counts.items())
+    if args.worker_id is not None:
+        if not any(w.id == args.worker_id for w in workers):
+            print(f"UNHEALTHY: worker {args.worker_id!r} has no live heartbeat on queue"
+                  f" {args.queue!r}")
+            return EXIT_UNHEALTHY
+        print(f"OK: worker {args.worker_id!r} is live on queue {args.queue!r} ({summary})")
+        return EXIT_OK
     if not workers:
         print(f"UNHEALTHY: no live worker serves queue {args.queue!r} ({summary})")
-        return 1
+        return EXIT_UNHEALTHY
     print(f"OK: {len(workers)} live worker(s) on queue {args.queue!r} ({summary})")
-    return 0
+    return EXIT_OK
 
 
 async def _cmd_counts(args: argparse.Namespace) -> int:
-    async with Queue.from_url(_url(args), name=args.queue) as q:
+    async with Queue.from_url(redis_url(args), name=args.queue) as q:
         counts = await q.counts()
         paused = await q.is_paused()
     for state, n in counts.items():
         print(f"{state:<10} {n}")
     print(f"{'paused':<10} {paused}")
-    return 0
+    return EXIT_OK
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return await run_demo(url=args.url or os.environ.get("REDIS_URL"), jobs=args.jobs)
+    url = args.url or os.environ.get("REDIS_URL")
+    if url:
+        check_url(url)
+    return await run_demo(url=url, jobs=args.jobs)
 
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiojobs-redis", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("AJR_LOG_LEVEL", "INFO"))
-    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = CliParser(prog="aiojobs-redis", description=plain(__doc__), epilog=EPILOG,
+                       root=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
+    _add_global_options(parser, root=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker.add_parser(sub)
 
     for name, func, text in [
-        ("workers", _cmd_workers, "list the live workers of a queue"),
-        ("health", _cmd_health, "exit 1 when no live worker serves the queue (a liveness probe)"),
+        ("workers", _cmd_workers, "list the live workers of a queue (exit 1 when none)"),
+        ("health", _cmd_health, "exit 0 when a live worker serves the queue, 1 when none,"
+                                " 3 when Redis is unreachable (a liveness probe)"),
         ("counts", _cmd_counts, "jobs per state"),
     ]:
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
-        p.add_argument("--queue", required=True)
+        p = sub.add_parser(name, help=text, description=text, epilog=EPILOG)
+        add_url_option(p)
+        p.add_argument("--queue", required=True, metavar="NAME")
+        if name == "health":
+            p.add_argument("--worker-id", metavar="ID",
+                           help="check this one worker instead (its id as `workers` lists"
+                                " it): exit 0 while its heartbeat is live")
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="run a demo (starts its own redis-server without REDIS_URL)")
-    p.add_argument("--url", help="Redis URL (default: $REDIS_URL, else a throwaway server)")
+    add_url_option(p, "Redis URL (default: $REDIS_URL, else a throwaway server)")
     p.add_argument("--jobs", type=int, default=400)
     p.set_defaults(func=_cmd_demo)
 
@@ -99,18 +176,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redis_failure(e: BaseException, url: str | None) -> tuple[int, str] | None:
+    """(exit code, message) for a failure to talk to Redis, else None."""
+    at = f" at {redact(url)}" if url else ""
+    if isinstance(e, rx.AuthenticationError):
+        return EXIT_USAGE, f"Redis{at} refused the credentials: {e} (check the URL's password)"
+    if isinstance(e, RedisUnavailable):
+        return EXIT_UNREACHABLE, f"{e} (is Redis running{at}?)"
+    if isinstance(e, rx.ConnectionError | rx.TimeoutError | socket.gaierror | ConnectionError
+                  | TimeoutError):
+        return EXIT_UNREACHABLE, f"Redis is unreachable: {e} (is Redis running{at}?)"
+    if isinstance(e, rx.RedisError | RedisError):
+        return EXIT_UNREACHABLE, f"Redis{at} failed: {e}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
+    logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     func: Command = args.func
     try:
         return run_loop(func(args), use_uvloop=not args.no_uvloop)
-    except AiojobsRedisError as e:
-        print(f"aiojobs-redis: {e}", file=sys.stderr)
-        return 2
+    except SystemExit as e:
+        if isinstance(e.code, str):  # raise SystemExit("message") in a command
+            return _fail(EXIT_USAGE, e.code)
+        raise
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        failure = _redis_failure(e, getattr(args, "url", None) or os.environ.get("REDIS_URL"))
+        if failure is not None:
+            return _fail(*failure)
+        if isinstance(e, AiojobsRedisError):
+            return _fail(EXIT_USAGE, str(e))
+        raise
+
+
+def _fail(code: int, message: str) -> int:
+    line = " ".join(message.split())  # one line, whatever the message holds
+    print(f"aiojobs-redis: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -18,18 +17,19 @@ from typing import Any
 from ..schedules.spec import Schedule
 from ..schedules.store import ScheduleInfo, Upserted
 from ..worker.worker import Worker
+from .common import add_url_option, plain, redis_url
 from .worker import load_attr
 
 
 def add_parser(subparsers: Any) -> None:
     """Add the ``schedules`` command to ``aiojobs-redis`` (an argparse subparsers object)."""
     p = subparsers.add_parser("schedules", help="list, sync, remove or run schedules",
-                              description=__doc__,
+                              description=plain(__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="schedules_command", required=True)
 
     def common(q: argparse.ArgumentParser, *, queue_required: bool = True) -> None:
-        q.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
+        add_url_option(q)
         q.add_argument("--queue", required=queue_required, metavar="NAME",
                        help="the queue" + ("" if queue_required else
                                            " (default: the schedule's or the worker's)"))
@@ -56,13 +56,6 @@ def add_parser(subparsers: Any) -> None:
     q.set_defaults(func=cmd_run_now)
 
 
-def _url(args: argparse.Namespace) -> str:
-    url: str | None = args.url or os.environ.get("REDIS_URL")
-    if not url:
-        raise SystemExit("give --url or set REDIS_URL")
-    return url
-
-
 def _when(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
 
@@ -84,7 +77,7 @@ def format_table(infos: Iterable[ScheduleInfo]) -> list[str]:
 async def cmd_list(args: argparse.Namespace) -> int:
     from ..producer.queue import Queue
 
-    async with Queue.from_url(_url(args), name=args.queue) as queue:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
         infos = await queue.schedules.list()
     if not infos:
         print(f"queue {args.queue!r} has no schedules")
@@ -120,7 +113,7 @@ async def cmd_sync(args: argparse.Namespace) -> int:
         if name is None:
             raise SystemExit(f"schedule {s.name!r} names no queue: give --queue")
         by_queue.setdefault(name, []).append(s)
-    url = _url(args)
+    url = redis_url(args)
     changed = 0
     for queue_name, items in by_queue.items():
         async with Queue.from_url(url, name=queue_name) as queue:
@@ -141,7 +134,7 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 async def cmd_remove(args: argparse.Namespace) -> int:
     from ..producer.queue import Queue
 
-    async with Queue.from_url(_url(args), name=args.queue) as queue:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
         removed = await queue.schedules.remove(args.name)
     print(f"{args.queue} {args.name}: {'removed' if removed else 'no such schedule'}")
     return 0 if removed else 1
@@ -150,7 +143,7 @@ async def cmd_remove(args: argparse.Namespace) -> int:
 async def cmd_run_now(args: argparse.Namespace) -> int:
     from ..producer.queue import Queue
 
-    async with Queue.from_url(_url(args), name=args.queue) as queue:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
         job = await queue.schedules.run_now(args.name)
     print(f"{args.queue} {args.name}: enqueued job {job.id}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -92,8 +93,14 @@ class Queue:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, *, name: str, **kwargs: Any) -> Queue:
-        """A queue with its own connection pool to ``url``; close it (or use ``async with``)."""
+    def from_url(cls, url: str | None = None, *, name: str, **kwargs: Any) -> Queue:
+        """A queue with its own connection pool to ``url`` (default: the ``REDIS_URL``
+        environment variable); close it (or use ``async with``)."""
+        if url is None:
+            url = os.environ.get("REDIS_URL")
+            if not url:
+                raise ConfigurationError(
+                    f"queue {name!r}: give a Redis URL or set the REDIS_URL environment variable")
         client_kwargs = kwargs.pop("client_kwargs", {})
         queue = cls(client_from_url(url, **client_kwargs), name=name, **kwargs)
         queue._owns_client = True

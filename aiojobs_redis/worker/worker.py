@@ -182,6 +182,7 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
+        started_up = False
         installed = self._install_signals(loop) if self.handle_signals else []
         background: list[asyncio.Task[None]] = []
         lane_tasks: list[asyncio.Task[None]] = []
@@ -189,6 +190,7 @@ class Worker:
             await self._wait_for_redis()
             for hook in self.on_startup:
                 await _call_hook(hook, self.context)
+            started_up = True
             self.lanes = [Lane(self, q, burst=burst) for q in self.queues]
             leases = LeaseKeeper(self)
             await leases.heartbeat()
@@ -223,7 +225,9 @@ class Worker:
             await _cancel_all([*background, *lane_tasks])
             for lane in self.lanes:
                 await lane.stop_waker()
-            for hook in self.on_shutdown:
+            # shutdown hooks undo what startup did: not after a startup that never ran or
+            # failed (a failing on_shutdown would then hide the real error)
+            for hook in self.on_shutdown if started_up else ():
                 try:
                     await _call_hook(hook, self.context)
                 except Exception:

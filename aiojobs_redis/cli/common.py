@@ -1,0 +1,63 @@
+"""What the commands share: exit codes, the Redis URL option, help text.
+
+A command reports a user error with ``raise SystemExit("what went wrong")``: the
+command prints it as one line ``aiojobs-redis: ...`` and exits with EXIT_USAGE."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from ..connection import CLUSTER_SCHEMES, SENTINEL_SCHEME
+
+#: exit codes of every command (documented in the epilog and in docs/cli.md)
+EXIT_OK = 0
+EXIT_UNHEALTHY = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+URL_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, *CLUSTER_SCHEMES)
+
+
+def plain(doc: str | None) -> str:
+    """A docstring as help text: without reST's double backticks."""
+    return (doc or "").replace("``", "")
+
+
+def add_url_option(parser: argparse.ArgumentParser, text: str = "") -> None:
+    """--url on a subcommand. No default there: a --url given before the command (on the
+    root parser, which has the default) must survive the subcommand's parse."""
+    parser.add_argument("--url", default=argparse.SUPPRESS, metavar="URL",
+                        help=text or "Redis URL (default: $REDIS_URL)")
+
+
+def redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL of a command: --url, else $REDIS_URL; checked, not connected."""
+    url: str | None = getattr(args, "url", None) or os.environ.get("REDIS_URL")
+    if not url:
+        raise SystemExit("no Redis URL: give --url redis://HOST:PORT/DB or set REDIS_URL")
+    check_url(url)
+    return url
+
+
+def check_url(url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in URL_SCHEMES:
+        raise SystemExit(f"{redact(url)!r} is not a Redis URL: it must start with one of "
+                         + ", ".join(f"{s}://" for s in URL_SCHEMES))
+
+
+def redact(url: str) -> str:
+    """The URL without its password (it goes to terminals and logs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
