@@ -48,8 +48,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
                 "a ring of 1440 one-minute slots (24 h): at most 1440 fields of ~44 integers"),
     "metrics:total": ("HASH", "record_metrics", "cumulative counters: at most 44 fields"),
     "metrics:batch:<id>": ("STRING", "record_metrics",
-                           "one per metrics batch of the last minute (a replayed call is"
-                           " not counted twice); expires after 60 s"),
+                           "one per metrics batch of the last 5 s (a replayed call is"
+                           " not counted twice); expires after 5 s"),
     "op:<random>": ("STRING", "retry_jobs, promote_job, remove_job",
                     "the reply of one call, so that the call sent again answers it;"
                     " expires after 60 s"),

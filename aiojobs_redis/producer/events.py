@@ -12,6 +12,7 @@ import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._tasks import cancel_and_wait
 from ..connection import AnyRedis
 
 log = logging.getLogger("aiojobs_redis.events")
@@ -154,9 +155,10 @@ class ResultListener:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            # its XREAD BLOCK can swallow one cancellation and loop into the next read
+            # (a queue's close() hung for half an hour once): cancel until it ends
+            await cancel_and_wait([task])
         for job_id in list(self._waiters):
             self._fail(job_id, asyncio.CancelledError())
 

@@ -7,10 +7,10 @@
   KEYS[2] metrics_total  HASH  counter name -> cumulative count since the queue began
   ARGV[1] slots        size of the ring in one-minute slots (1440: 24 h)
   ARGV[2] width        counters per slot
-  ARGV[3] batch_id     fresh per batch ('' : none); a batch seen in the last minute is not
+  ARGV[3] batch_id     fresh per batch ('' : none); a batch seen in the last 5 s is not
                        counted again (a call re-sent after its reply was lost)
   ARGV[4..] groups of 3: index (1-based position in a slot), field (its name in the totals), increment
-  Derived: <KEYS[1]>:batch:<batch_id> STRING, expires after 60 s (same hash tag)
+  Derived: <KEYS[1]>:batch:<batch_id> STRING, expires after 5 s (same hash tag)
   Time:    redis.call('TIME')
   Returns: the unix minute the counts were added to (-1: a batch counted already) ]]
 local t = redis.call('TIME')
@@ -27,7 +27,7 @@ for i = 4, #ARGV, 3 do
   end
 end
 if ARGV[3] ~= '' and not redis.call('SET', KEYS[1] .. ':batch:' .. ARGV[3], 1, 'NX', 'PX',
-    60000) then
+    5000) then
   return -1
 end
 local slot = minute % slots

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import codec
+from .._tasks import cancel_and_wait
 from ..ops.metrics import add_outcomes
 from ..options import Retention
 from ..scripts import SCRIPTS, Batch
@@ -362,15 +363,8 @@ class Lane:
         races its own timeout (Python 3.11), which left a stopping worker waiting out the
         BZPOPMIN (up to 5 s): cancel again until the task has ended."""
         waker, self._waker = self._waker, None
-        if waker is None:
-            return
-        for _ in range(100):
-            waker.cancel()
-            done, _ = await asyncio.wait({waker}, timeout=0.05)
-            if done:
-                break
-        if waker.done() and not waker.cancelled():
-            waker.exception()  # retrieved: an outage there was logged by the wait itself
+        if waker is not None:  # an outage there was logged by the wait itself
+            await cancel_and_wait([waker], tries=100)
 
 
 def _some(names: Iterable[str], shown: int = 5) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .._tasks import cancel_and_wait
 from ..connection import check_server
 from ..errors import AiojobsRedisError, ConfigurationError
 from ..producer.queue import Queue
@@ -344,13 +345,7 @@ def _frames(task: asyncio.Task[Any]) -> list[str]:
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel tasks and wait for them, cancelling again a task that swallowed its
     cancellation (Python 3.11's asyncio.wait_for, used by redis-py, can lose one)."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(20):
-        if not pending:
-            break
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
+    pending = await cancel_and_wait(tasks, tries=20, step_s=0.5)
     for t in pending:
         log.error("task %s would not stop; leaving it behind", t.get_name())
     for t in tasks:

@@ -1,5 +1,9 @@
 """One check for every fault scenario: each job the producer saw acknowledged ends
-completed or failed-with-reason, and every duplicate run is explained."""
+completed or failed-with-reason, and every duplicate run is explained.
+
+Runs are counted from the run log that tests/faults/app.py keeps: one entry per
+attempt's lease token, so a log write that Redis replays after a lost reply is not a
+second run; only a distinct token (a new attempt handed out by Redis) is."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from dataclasses import dataclass, field
 from aiojobs_redis import JobState, Queue
 from aiojobs_redis.connection import AnyRedis
 
-from .app import runs_key
+from .app import job_of_run, runs_key
 
 
 @dataclass
@@ -19,7 +23,7 @@ class History:
     completed: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
-    runs: Counter[str] = field(default_factory=Counter)
+    runs: Counter[str] = field(default_factory=Counter)  # distinct lease tokens per job
     explained: set[str] = field(default_factory=set)  # stalled at least once
 
     @property
@@ -32,16 +36,32 @@ class History:
                 f"{len(self.duplicates)} ran more than once")
 
 
+async def read_runs(client: AnyRedis, queue_name: str) -> Counter[str]:
+    """How many distinct attempts (lease tokens) of each job reached its handler."""
+    fields = await client.hkeys(runs_key(queue_name))
+    return Counter(job_of_run(f) for f in fields)
+
+
+async def count_runs(client: AnyRedis, queue_name: str) -> int:
+    """Handler runs logged so far (all jobs)."""
+    n: int = await client.hlen(runs_key(queue_name))
+    return n
+
+
 async def check_history(queue: Queue, client: AnyRedis,
                         acknowledged: Iterable[str]) -> History:
-    """Every acknowledged job is completed, or failed with a reason; a job ran more than
-    once only if its record shows a stall recovery (it was active in a worker that died,
-    was cut off, or lost its lease), which is what at-least-once delivery allows."""
+    """Every acknowledged job is completed, or failed with a reason; a completed job's
+    handler ran; a job ran more than once only if its record shows a stall recovery (it
+    was active in a worker that died, was cut off, or lost its lease), which is what
+    at-least-once delivery allows."""
     history = History(set(acknowledged))
     ids = sorted(history.acknowledged)
     infos = await queue._job_infos(ids)
     explained = set()
+    stalls: dict[str, int] = {}
     for job_id, info in zip(ids, infos, strict=True):
+        if info is not None:
+            stalls[job_id] = info.stalls
         if info is not None and info.stalls > 0:
             explained.add(job_id)
         if info is None:
@@ -52,10 +72,12 @@ async def check_history(queue: Queue, client: AnyRedis,
             history.failed[job_id] = info.error
         else:
             history.lost.add(job_id)
-    raw: list[bytes] = await client.lrange(runs_key(queue.name), 0, -1)  # type: ignore[assignment]
-    history.runs = Counter(r.decode() for r in raw)
+    history.runs = await read_runs(client, queue.name)
     assert not history.lost, f"lost or unfinished jobs: {sorted(history.lost)[:10]}"
+    never_ran = sorted(history.completed - set(history.runs))
+    assert not never_ran, f"completed without a run of their handler: {never_ran[:10]}"
     history.explained = explained
-    unexplained = history.duplicates - explained
-    assert not unexplained, f"ran more than once without a reason: {sorted(unexplained)[:10]}"
+    unexplained = sorted(history.duplicates - explained)
+    assert not unexplained, "ran more than once without a reason: " + ", ".join(
+        f"{j} ({history.runs[j]} runs, stalls {stalls.get(j)})" for j in unexplained[:10])
     return history

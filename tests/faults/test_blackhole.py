@@ -13,12 +13,12 @@ from aiojobs_redis import JobState, Queue
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
-from .app import runs_key, work
-from .history import check_history
-from .procs import kill, start_worker
+from .app import work
+from .history import check_history, count_runs
+from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
 from .proxy import BlackholeProxy
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
 
 
 async def test_cut_off_worker_loses_the_job_and_its_late_outcome_is_refused(
@@ -33,18 +33,22 @@ async def test_cut_off_worker_loses_the_job_and_its_late_outcome_is_refused(
     b = None
     try:
         job = await queue.enqueue(work, 3.0)
-        await wait_until(lambda: client.llen(runs_key(queue.name)), timeout=20)
+        await wait_until(lambda: alive(a, log=log_a) and count_runs(client, queue.name),
+                         timeout=FACT_S)
         info = await job.info()
         assert info.state is JobState.ACTIVE
         first_worker = info.worker
         proxy.blackhole()
         b = start_worker(redis_server.url, queue.name, log=log_b, lease_ms=1500,
                          concurrency=1)
-        await wait_until(lambda: _taken_over(queue, job.id, first_worker), timeout=20)
-        await asyncio.sleep(2.0)  # A's handler ends meanwhile; its outcome is held back
+        await wait_until(lambda: alive(b, log=log_b) and _taken_over(queue, job.id, first_worker),
+                         timeout=FACT_S)
+        # A's handler ends while A is cut off: its outcome is held back
+        await wait_until(lambda: f"handler of {job.id} over" in log_a.read_text(),
+                         timeout=FACT_S)
         proxy.restore()
-        assert await job.result(timeout=20) == job.id
-        await wait_until(lambda: "lease lost" in log_a.read_text(), timeout=20)
+        assert await job.result(timeout=FACT_S) == job.id
+        await wait_until(lambda: "lease lost" in log_a.read_text(), timeout=FACT_S)
         final = await job.info()
         history = await check_history(queue, client, [job.id])
     finally:

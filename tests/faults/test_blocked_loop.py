@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from aiojobs_redis._redis_server import RedisServer
 from ..conftest import wait_until
 from .app import block_loop_once
 from .history import check_history
-from .procs import kill, start_worker
+from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
 
 
 async def test_blocked_loop_job_is_recovered_and_run_again(
@@ -30,13 +31,14 @@ async def test_blocked_loop_job_is_recovered_and_run_again(
     a = start_worker(redis_server.url, queue.name, log=log_a, lease_ms=1000, concurrency=1)
     b = None
     try:
-        await wait_until(lambda: "started" in log_a.read_text(), timeout=20)
+        await wait_until(lambda: alive(a, log=log_a) and "started" in log_a.read_text(),
+                         timeout=FACT_S)
         job = await queue.enqueue(block_loop_once, 4.0)
-        await wait_until(lambda: _active(queue), timeout=20)
+        await wait_until(lambda: alive(a, log=log_a) and _active(queue), timeout=FACT_S)
         b = start_worker(redis_server.url, queue.name, log=log_b, lease_ms=1000, concurrency=1)
-        assert await job.result(timeout=30) == job.id
-        await wait_until(lambda: "was blocked for" in log_a.read_text(), timeout=20)
-        await wait_until(lambda: "lease lost" in log_a.read_text(), timeout=20)
+        assert await job.result(timeout=FACT_S) == job.id
+        await wait_until(lambda: "was blocked for" in log_a.read_text(), timeout=FACT_S)
+        await wait_until(lambda: "lease lost" in log_a.read_text(), timeout=FACT_S)
         info = await job.info()
         history = await check_history(queue, client, [job.id])
     finally:
@@ -45,7 +47,9 @@ async def test_blocked_loop_job_is_recovered_and_run_again(
                 kill(proc, signal.SIGTERM)
     text = log_a.read_text()
     blocked = next(line for line in text.splitlines() if "event loop blocked" in line)
-    print(f"\nloop blocked 4 s with a 1 s lease: job ran {history.runs[job.id]} times, "
+    total = re.search(r"was blocked for ([\d.]+ s)", text)
+    print(f"\nloop blocked {total and total[1]} (4 s, then until the job was taken over) "
+          f"with a 1 s lease: job ran {history.runs[job.id]} times, "
           f"completed by the other worker (stalls={info.stalls}); log: {blocked[24:140]}...")
     assert f"faults.block_loop_once:{job.id}" in blocked
     assert info.state is JobState.COMPLETED and info.stalls == 1

@@ -13,14 +13,14 @@ from aiojobs_redis import Queue, live_workers
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
-from .procs import ROOT, kill, start_worker
+from .procs import FACT_S, ROOT, SCENARIO_TIMEOUT_S, alive, kill, start_worker
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "aiojobs_redis", "--log-level", "ERROR", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=FACT_S, check=False)
 
 
 async def test_live_workers_and_health_probe(redis_server: RedisServer, queue: Queue,
@@ -30,9 +30,11 @@ async def test_live_workers_and_health_probe(redis_server: RedisServer, queue: Q
     after its lease and `health` then exits 1."""
     url = redis_server.url
     assert cli("health", "--url", url, "--queue", queue.name).returncode == 1
-    proc = start_worker(url, queue.name, log=tmp_path / "w.log", lease_ms=1500)
+    log = tmp_path / "w.log"
+    proc = start_worker(url, queue.name, log=log, lease_ms=1500)
     try:
-        await wait_until(lambda: live_workers(queue.client, queue.keys), timeout=20)
+        await wait_until(lambda: alive(proc, log=log) and live_workers(queue.client, queue.keys),
+                         timeout=FACT_S)
         [info] = await live_workers(queue.client, queue.keys)
         assert info.pid == proc.pid and info.queues == [queue.name] and info.active == 0
         assert info.heartbeat_at > 0 and info.host
@@ -41,7 +43,7 @@ async def test_live_workers_and_health_probe(redis_server: RedisServer, queue: Q
         healthy = cli("health", "--url", url, "--queue", queue.name)
         assert healthy.returncode == 0 and healthy.stdout.startswith("OK: 1 live worker")
         kill(proc, signal.SIGKILL)
-        await wait_until(lambda: _none_alive(queue), timeout=10)
+        await wait_until(lambda: _none_alive(queue), timeout=FACT_S)
         unhealthy = cli("health", "--url", url, "--queue", queue.name)
     finally:
         kill(proc)

@@ -18,9 +18,9 @@ from aiojobs_redis._redis_server import RedisServer
 from ..conftest import wait_until
 from .app import work
 from .history import check_history
-from .procs import ROOT
+from .procs import FACT_S, ROOT, SCENARIO_TIMEOUT_S
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
 
 #: fields add_jobs writes; a job is whole when it has all of them
 FIELDS = ("task", "payload", "opts", "priority", "max_attempts", "attempts", "stalls", "state",
@@ -37,10 +37,11 @@ async def test_producer_killed_mid_bulk(redis_server: RedisServer, queue: Queue,
     proc = subprocess.Popen([sys.executable, "-m", "tests.faults.producer", redis_server.url,
                              queue.name, str(ids_file)], cwd=ROOT)
     try:
-        await wait_until(lambda: len(ids_file.read_text().splitlines()) >= 6000, timeout=60)
+        await wait_until(lambda: len(ids_file.read_text().splitlines()) >= 6000,
+                         timeout=FACT_S)
         await asyncio.sleep(0.013)  # land the kill at an arbitrary point of a chunk
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        proc.wait(FACT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -59,13 +60,12 @@ async def test_producer_killed_mid_bulk(redis_server: RedisServer, queue: Queue,
     assert set(acknowledged) <= in_redis
 
     keep_all = Retention(completed_count=None, completed_age_s=3600)
-    drained = Queue(client, name=queue.name, retention=keep_all)
-    try:
+    # a client of its own as a deployment has (client_from_url: a blocking pool); the
+    # fixture's plain pool of 100 connections is too small for 100 handlers and the worker
+    async with Queue.from_url(redis_server.url, name=queue.name, retention=keep_all) as drained:
         await asyncio.wait_for(Worker(drained, tasks=[work], concurrency=100).run(burst=True),
-                               120)
+                               5 * FACT_S)
         history = await check_history(drained, client, acknowledged)
-    finally:
-        await drained.close()
     print(f"\nproducer SIGKILLed after {len(acknowledged)} acknowledged jobs: {len(in_redis)} "
           f"jobs in Redis ({len(in_redis) - len(acknowledged)} of an unacknowledged chunk, "
           f"whole), 0 half-written; {history.summary()}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
+import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from aiojobs_redis._redis_server import RedisServer
 from ..conftest import wait_until
 from .app import work
 from .history import check_history
-from .procs import kill, start_worker
+from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
 
 
 async def test_repeated_sigkill_loses_nothing(redis_server: RedisServer, queue_name: str,
@@ -29,17 +30,24 @@ async def test_repeated_sigkill_loses_nothing(redis_server: RedisServer, queue_n
         jobs = await queue.enqueue_many([work.call(0.02) for _ in range(5000)])
         steady = [start_worker(redis_server.url, queue_name, log=log, lease_ms=1500,
                                concurrency=20) for _ in range(2)]
-        victim = start_worker(redis_server.url, queue_name, log=log, lease_ms=1500,
-                              concurrency=20)
         kills = 0
+        victim_log = tmp_path / "victim-0.log"
+        victim = start_worker(redis_server.url, queue_name, log=victim_log, lease_ms=1500,
+                              concurrency=20)
         try:
             while (await queue.counts())[JobState.COMPLETED] < 4000 and kills < 8:
-                await asyncio.sleep(0.6)
+                # kill it mid-work: once it has taken jobs (however long it took to start)
+                await wait_until(partial(_took_jobs_or_none_left, victim, victim_log, queue),
+                                 timeout=FACT_S)
+                if not _took_jobs(victim_log):
+                    break  # the others took everything meanwhile
                 kill(victim, signal.SIGKILL)
                 kills += 1
-                victim = start_worker(redis_server.url, queue_name, log=log, lease_ms=1500,
-                                      concurrency=20)
-            await wait_until(lambda: _completed(queue, 5000), timeout=120)
+                victim_log = tmp_path / f"victim-{kills}.log"
+                victim = start_worker(redis_server.url, queue_name, log=victim_log,
+                                      lease_ms=1500, concurrency=20)
+            await wait_until(lambda: alive(*steady, log=log) and _completed(queue, 5000),
+                             timeout=5 * FACT_S)
             history = await check_history(queue, queue.client, [j.id for j in jobs])
         finally:
             for proc in (*steady, victim):
@@ -49,6 +57,16 @@ async def test_repeated_sigkill_loses_nothing(redis_server: RedisServer, queue_n
           f"{len(history.explained)} job(s) were recovered from killed workers")
     assert kills >= 3
     assert len(history.completed) == 5000
+
+
+def _took_jobs(log: Path) -> bool:
+    return log.exists() and "→ " in log.read_text()  # "→ queue task:id attempt n"
+
+
+async def _took_jobs_or_none_left(victim: subprocess.Popen[bytes], log: Path,
+                                  queue: Queue) -> bool:
+    alive(victim, log=log)
+    return _took_jobs(log) or (await queue.counts())[JobState.WAITING] == 0
 
 
 async def _completed(queue: Queue, n: int) -> bool:
