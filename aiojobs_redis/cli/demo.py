@@ -104,8 +104,8 @@ async def run_demo(*, url: str | None, jobs: int = 400) -> int:
             started = time.monotonic()
             handles = await queue.enqueue_many(_calls(jobs))
             one = await queue.enqueue(resize_image, 10**6, 320)
-            print(f"enqueued {len(handles) + 1} jobs in one round trip; first result:",
-                  await one.result(timeout=30))
+            print(f"enqueued {len(handles)} jobs in one call (one round trip) and 1 more on"
+                  " its own; its result:", await one.result(timeout=30))
             total = len(handles) + 1
             tty = sys.stdout.isatty()
             while True:
@@ -130,8 +130,9 @@ async def run_demo(*, url: str | None, jobs: int = 400) -> int:
                   f"{commands / total:.1f}")
             if failed:
                 info = await queue.job(failed[0]).info()
-                print(f"a failed job, kept for inspection and retry: {info.task} "
-                      f"attempts={info.attempts} error={info.error!r}")
+                print(f"a failed job (failed jobs are kept for inspection and retry; this"
+                      f" demo's queue is deleted now): {info.task} attempts={info.attempts}"
+                      f" error={info.error!r}")
             await queue.obliterate(force=True)
             ok = counts[JobState.COMPLETED] + counts[JobState.FAILED] == total
             return 0 if ok else 1
