@@ -330,3 +330,15 @@ def test_operations_doc_matches_the_code() -> None:
     assert f"at most **{m.MINUTE_SLOTS:,} fields (24 h)**" in text
     assert f"at most **{m.WIDTH} fields**" in text
     assert f"The {m.WIDTH} counters of a slot" in text
+
+
+async def test_oldest_waiting_age_counts_from_when_the_job_became_runnable(
+        queue: Queue) -> None:
+    """A job created an hour ago that failed and was retried a second ago has waited a
+    second, not an hour (its 'ready' stamp; before: 'created'/'due')."""
+    job = await queue.enqueue("t")
+    now_ms = int((await queue.now()).timestamp() * 1000)
+    await queue.client.hset(queue.keys.job(job.id),
+                            mapping={"created": now_ms - 3_600_000, "ready": now_ms - 1000})
+    snap = await m.snapshot(queue)
+    assert snap.oldest_waiting_age_s is not None and 0.9 <= snap.oldest_waiting_age_s < 60
