@@ -219,6 +219,9 @@ class Worker:
             await asyncio.wait([all_lanes, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             await self._shutdown(lane_tasks)
+            # renewal stops first: a heartbeat after the deregistration would list this
+            # stopped worker again for two leases
+            await cancel_and_wait(background[:1])
             with contextlib.suppress(RedisError, OSError):
                 await leases.deregister()
         finally:
