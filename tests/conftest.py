@@ -5,13 +5,14 @@ test wrote no key outside its queue's hash tag."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from aiojobs_redis import Queue
+from aiojobs_redis import Queue, Retention
 from aiojobs_redis._redis_server import RedisServer, SentinelSetup
 
 
@@ -122,3 +123,19 @@ def failover_setup() -> Iterator[SentinelSetup]:
         yield setup
     finally:
         setup.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def patient_queue(server: RedisServer, name: str,
+                        retention: Retention | None = None) -> AsyncIterator[Queue]:
+    """A queue whose client waits for long replies: one call over 100,000 jobs or a 50 MB
+    value can take longer than redis-py's default socket timeout (5 s), after which the
+    client would send the call again while the first still runs."""
+    client = aioredis.Redis(host="127.0.0.1", port=server.port, socket_timeout=120)
+    q = Queue(client, name=name, retention=retention)
+    try:
+        yield q
+    finally:
+        await q.obliterate(force=True)
+        await q.close()
+        await client.aclose()

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from aiojobs_redis import (
     JobState,
@@ -30,6 +29,7 @@ from aiojobs_redis import (
 from aiojobs_redis._redis_server import RedisServer
 from aiojobs_redis.scripts import SCRIPTS, Batch
 
+from .conftest import patient_queue
 from .invariants import check_invariants
 
 pytestmark = pytest.mark.scale
@@ -43,14 +43,8 @@ async def big_queue(redis_server: RedisServer, queue_name: str) -> AsyncIterator
     """A queue that keeps every finished job, on a client that waits for long replies
     (a 100,000-job batch or a 50 MB value can take longer than redis-py's default
     5 s socket timeout on a busy machine)."""
-    client = Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=120)
-    q = Queue(client, name=queue_name, retention=KEEP_ALL)
-    try:
+    async with patient_queue(redis_server, queue_name, KEEP_ALL) as q:
         yield q
-    finally:
-        await q.obliterate(force=True)
-        await q.close()
-        await client.aclose()
 
 
 async def _field_of_all(q: Queue, state: JobState, field: str) -> list[bytes | None]:

@@ -26,6 +26,7 @@ from aiojobs_redis.scripts import SCRIPTS, Batch
 from aiojobs_redis.worker.execution import FetchedJob
 from aiojobs_redis.worker.maintenance import recover_stalled
 
+from ..conftest import patient_queue
 from ..invariants import check_invariants
 from . import direct
 
@@ -276,17 +277,9 @@ async def test_list_sizes(squeue: Queue, name: str, n: int) -> None:
 
 @pytest.fixture
 async def big_queue(redis_server: RedisServer, queue_name: str) -> AsyncIterator[Queue]:
-    """A queue whose client waits for long script calls: one call over 100,000 jobs takes
-    seconds, longer than redis-py's default socket timeout (5 s), after which the client
-    would retry the call while the first still runs."""
-    client = Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=120)
-    q = Queue(client, name=queue_name)
-    try:
+    """A queue whose client waits for long script calls (one over 100,000 jobs)."""
+    async with patient_queue(redis_server, queue_name) as q:
         yield q
-    finally:
-        await q.obliterate(force=True)
-        await q.close()
-        await client.aclose()
 
 
 @pytest.mark.timeout(300)  # measured 18 s at load 3 on 2 cores, 50-66 s at load 10-12
