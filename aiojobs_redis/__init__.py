@@ -40,6 +40,7 @@ from .ops.alerts import (
 from .ops.registry import WorkerInfo, live_workers
 from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 from .producer.events import Event
+from .producer.headers import add_header_source, remove_header_source
 from .producer.job import Job, JobInfo
 from .producer.queue import Queue
 from .producer.task import Task, TaskCall, task
@@ -48,6 +49,8 @@ from .schedules.store import ScheduleInfo, Schedules, Upserted
 from .schedules.ticks import next_fire, prev_fire
 from .states import JobState
 from .worker.context import JobContext, WorkerContext, current_job
+from .worker.execution import Middleware
+from .worker.tracing import TracingMiddleware, instrument_tracing, uninstrument_tracing
 from .worker.worker import Worker, WorkerState
 
 __version__ = "0.1.0"
@@ -79,6 +82,7 @@ __all__ = (
     "JobState",
     "JobStateError",
     "LeaseLost",
+    "Middleware",
     "NoWorkerRule",
     "NotReplicated",
     "OldestJobRule",
@@ -95,6 +99,7 @@ __all__ = (
     "Task",
     "TaskCall",
     "TaskNotFound",
+    "TracingMiddleware",
     "Upserted",
     "Webhook",
     "Worker",
@@ -102,14 +107,18 @@ __all__ = (
     "WorkerInfo",
     "WorkerState",
     "__version__",
+    "add_header_source",
     "current_job",
+    "instrument_tracing",
     "live_workers",
     "next_fire",
     "prev_fire",
     "queue_slot",
+    "remove_header_source",
     "retry_delay_s",
     "spread_queue_names",
     "task",
+    "uninstrument_tracing",
 )
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

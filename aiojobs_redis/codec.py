@@ -14,6 +14,9 @@ from .options import JobOptions
 _encoder = msgspec.msgpack.Encoder()
 _any_decoder = msgspec.msgpack.Decoder()
 _args_decoder = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]])
+_call_decoder = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any], dict[str, str]])
+#: the MessagePack header of a 3-element array: a payload that carries headers
+_WITH_HEADERS = b"\x93"
 _options_decoder = msgspec.msgpack.Decoder(JobOptions)
 
 
@@ -21,18 +24,36 @@ class DecodeError(ValueError):
     """Bytes from Redis are not what we wrote."""
 
 
-def encode_args(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def encode_args(task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                headers: dict[str, str] | None = None) -> bytes:
+    """A job's payload: ``(args, kwargs)``, or ``(args, kwargs, headers)`` when it carries
+    headers (string metadata for the worker's middleware, such as a trace context)."""
     try:
+        if headers:
+            return _encoder.encode((args, kwargs, headers))
         return _encoder.encode((args, kwargs))
     except (TypeError, ValueError, OverflowError) as e:
         raise EncodeError(f"arguments of task {task!r} cannot be encoded: {e}") from e
 
 
 def decode_args(data: bytes) -> tuple[list[Any], dict[str, Any]]:
+    args, kwargs, _ = decode_call(data)
+    return args, kwargs
+
+
+NO_HEADERS: dict[str, str] = {}
+
+
+def decode_call(data: bytes) -> tuple[list[Any], dict[str, Any], dict[str, str]]:
+    """``(args, kwargs, headers)`` of a payload (headers: :data:`NO_HEADERS` when none;
+    never mutate it)."""
     try:
-        return _args_decoder.decode(data)
+        if data[:1] == _WITH_HEADERS:
+            return _call_decoder.decode(data)
+        args, kwargs = _args_decoder.decode(data)
     except msgspec.DecodeError as e:
         raise DecodeError(f"undecodable job arguments ({len(data)} bytes): {e}") from e
+    return args, kwargs, NO_HEADERS
 
 
 def encode_value(value: Any) -> bytes:

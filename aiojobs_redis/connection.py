@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,8 @@ SENTINEL_SOCKET_TIMEOUT_S = 2.0
 SENTINEL_DEFAULT_PORT = 26379
 SENTINEL_SCHEME = "redis+sentinel"
 #: URL schemes of a Redis Cluster, and the scheme redis-py reads them as
+#: set to 1 (development) to silence the warning about a Redis that persists nothing
+NO_PERSISTENCE_OK = "AJR_NO_PERSISTENCE_OK"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
@@ -151,7 +154,7 @@ class SentinelMasterConnection(SentinelManagedConnection):
         if retry_socket_connect and not self.is_connected:
             # the reconnect of a retry: through connect(), which looks the master up
             # (and comes back here with retry_socket_connect=False)
-            await self.connect()  # type: ignore[no-untyped-call]
+            await self.connect()  # type: ignore[no-untyped-call,unused-ignore]
             return
         await super().connect_check_health(check_health=check_health,
                                            retry_socket_connect=retry_socket_connect)
@@ -178,7 +181,7 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionP
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, *,
                  owns_manager: bool = False, **kwargs: Any) -> None:
-        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         self.owns_manager = owns_manager
 
     async def aclose(self) -> None:
@@ -255,7 +258,7 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> Redis:
         **sentinel_auth,
     }
     sentinel_kwargs.update(options.pop("sentinel_kwargs", None) or {})
-    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client: Redis = manager.master_for(
         service, connection_pool_class=BlockingSentinelConnectionPool, owns_manager=True,
         connection_class=SentinelMasterConnection, **options,
@@ -352,10 +355,12 @@ async def check_server(client: AnyRedis) -> list[str]:
         )
     if isinstance(client, RedisCluster) and "aof_enabled" not in persistence:
         persistence = next(iter(persistence.values()), {})
-    if not int(persistence.get("aof_enabled", 0)) and not save.strip():
+    if (not int(persistence.get("aof_enabled", 0)) and not save.strip()
+            and os.environ.get(NO_PERSISTENCE_OK, "") not in ("1", "true", "yes")):
         warnings.append(
             "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart loses every"
-            " job. Enable appendonly yes (appendfsync everysec or always) for durable jobs."
+            " job. Enable appendonly yes (appendfsync everysec or always) for durable jobs"
+            f" (in development, {NO_PERSISTENCE_OK}=1 silences this warning)."
         )
     return warnings
 

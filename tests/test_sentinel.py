@@ -182,7 +182,7 @@ async def test_url_queue_runs_jobs(sentinel_setup: SentinelSetup, queue_name: st
 
 async def test_adopted_master_for_client(sentinel_setup: SentinelSetup,
                                          queue_name: str) -> None:
-    sentinel = Sentinel(sentinel_setup.sentinel_addresses)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinel_setup.sentinel_addresses)  # type: ignore[no-untyped-call,unused-ignore]
     client = sentinel.master_for(sentinel_setup.service)
     replica = sentinel.slave_for(sentinel_setup.service)
     try:
@@ -212,7 +212,7 @@ async def test_idle_workers_block_instead_of_polling(sentinel_setup: SentinelSet
                                                      queue_name: str) -> None:
     """One worker on a URL queue and one on an adopted client, both idle: they wait in
     BZPOPMIN on the master, and over a second Redis runs almost no script."""
-    sentinel = Sentinel(sentinel_setup.sentinel_addresses)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinel_setup.sentinel_addresses)  # type: ignore[no-untyped-call,unused-ignore]
     client = sentinel.master_for(sentinel_setup.service)
     port = sentinel_setup.master.port
     try:

@@ -23,6 +23,7 @@ from ..options import JobOptions, Retention
 from ..scripts import SCRIPTS, Batch
 from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
+from .headers import HEADER_SOURCES, collect_headers
 from .job import INFO_FIELDS, Job, JobInfo
 from .job_ids import check_job_id, new_job_id
 from .task import Task, TaskCall
@@ -167,8 +168,9 @@ class Queue:
         """
         argv_rows: list[list[Any]] = []
         ids: list[str] = []
+        headers = collect_headers() if HEADER_SOURCES else None
         for call in calls:
-            ids.append(self._job_argv(call, argv_rows))
+            ids.append(self._job_argv(call, argv_rows, headers))
         if not ids:
             return []
         batch = self.batch()
@@ -202,14 +204,15 @@ class Queue:
                 " the same job ids is safe)", acked=batch.acked or 0, wanted=self.replicas,
                 job_ids=job_ids)
 
-    def _job_argv(self, call: TaskCall[Any], out: list[list[Any]]) -> str:
+    def _job_argv(self, call: TaskCall[Any], out: list[list[Any]],
+                  headers: dict[str, str] | None) -> str:
         if call.task is not None:
             call.task.check_arguments(call.args, call.kwargs)
         opts = call.options.merged_over(self.defaults)
         # the options' types and ranges were checked when the JobOptions was made
         job_id = (new_job_id() if opts.job_id is None
                   else check_job_id(opts.job_id, enqueue=True))
-        payload = codec.encode_args(call.name, call.args, call.kwargs)
+        payload = codec.encode_args(call.name, call.args, call.kwargs, headers)
         delay_ms = -1 if opts.delay_s is None else int(opts.delay_s * 1000)
         due_at_ms = -1 if opts.run_at is None else int(opts.run_at.timestamp() * 1000)
         stored = JobOptions(backoff=opts.backoff, timeout_s=opts.timeout_s,

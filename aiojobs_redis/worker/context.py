@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
@@ -35,7 +36,8 @@ class JobContext:
     """The running job: its id, attempt number, a way to report progress, and whether the
     worker has given up on this attempt (:attr:`cancelled`)."""
 
-    __slots__ = ("_cancel", "attempt", "id", "max_attempts", "queue", "task", "token", "worker")
+    __slots__ = ("_cancel", "attempt", "headers", "id", "max_attempts", "queue", "task", "token",
+                 "worker")
 
     def __init__(self, *, id: str, queue: Queue, task: str, attempt: int, max_attempts: int,
                  token: str, worker: WorkerContext) -> None:
@@ -46,6 +48,9 @@ class JobContext:
         self.max_attempts = max_attempts
         self.token = token
         self.worker = worker
+        #: string metadata that came with the job from the producer (a trace context, a
+        #: request id): see :mod:`aiojobs_redis.producer.headers`; read-only
+        self.headers: Mapping[str, str] = codec.NO_HEADERS
         self._cancel: threading.Event | None = None  # made on first use: most jobs never need it
 
     def __repr__(self) -> str:

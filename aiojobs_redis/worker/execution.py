@@ -26,7 +26,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -42,6 +42,11 @@ from .context import JobContext, WorkerContext, set_current_job
 log = logging.getLogger("aiojobs_redis.worker")
 
 DEFAULT_BACKOFF = ExponentialBackoff()
+
+#: ``async def middleware(ctx, call_next)``: runs around every attempt of every job of a
+#: worker; ``await call_next()`` runs the rest of the chain and the handler and returns
+#: its result (or raises its exception). What the outermost returns is the job's result.
+Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 NO_RETRY = -1
 
 
@@ -88,8 +93,10 @@ class Outcome:
 class Executor:
     """Runs jobs of one worker; shared by all of its queues."""
 
-    def __init__(self, registry: TaskRegistry, worker: WorkerContext, concurrency: int) -> None:
+    def __init__(self, registry: TaskRegistry, worker: WorkerContext, concurrency: int,
+                 middleware: Sequence[Middleware] = ()) -> None:
         self.registry = registry
+        self.middleware = tuple(middleware)
         self.worker = worker
         #: one token per running handler thread, taken before the thread starts and given
         #: back when it has really ended (not when its job gave up on it)
@@ -119,14 +126,18 @@ class Executor:
             return _failure(job, f"TaskNotFound: {e}", "", NO_RETRY, None)
         try:
             options = self._options(job.options)
-            args, kwargs = codec.decode_args(job.payload)
+            args, kwargs, ctx.headers = codec.decode_call(job.payload)
         except codec.DecodeError as e:
             return _failure(job, f"DecodeError: {e}", "", NO_RETRY, None)
         timeout_s = options.timeout_s if options.timeout_s is not None else task.defaults.timeout_s
         set_current_job(ctx)
         scope: asyncio.Timeout | None = None
+        scopes: list[asyncio.Timeout] = []  # the handler's timeout, under middleware
         try:
-            if not task.is_async:
+            if self.middleware:
+                result = await self._through_middleware(task, job, ctx, args, kwargs, timeout_s,
+                                                        scopes)
+            elif not task.is_async:
                 result = await self._call_sync(task, job, ctx, args, kwargs, timeout_s)
             elif timeout_s is None:
                 result = await task.fn(*args, **kwargs)
@@ -155,6 +166,8 @@ class Executor:
             return self._failed(job, task, options, "CancelledError: the handler was cancelled",
                                 traceback.format_exc())
         except TimeoutError:
+            if scope is None and scopes:
+                scope = scopes[0]
             if scope is not None and scope.expired():
                 ctx.mark_cancelled()
                 return self._failed(
@@ -170,6 +183,26 @@ class Executor:
             return _failure(job, f"EncodeError: the result of {task.name!r}: {e}", "", NO_RETRY,
                             options.retention)
         return Outcome(job, ok=True, value=value, retention=options.retention)
+
+    async def _through_middleware(self, task: Task[Any, Any], job: FetchedJob, ctx: JobContext,
+                                  args: list[Any], kwargs: dict[str, Any],
+                                  timeout_s: float | None, scopes: list[asyncio.Timeout]) -> Any:
+        """Call the handler through the worker's middleware, the first one outermost. The
+        handler's timeout covers the handler alone: a middleware sees it as TimeoutError."""
+
+        async def handler() -> Any:
+            if not task.is_async:
+                return await self._call_sync(task, job, ctx, args, kwargs, timeout_s)
+            if timeout_s is None:
+                return await task.fn(*args, **kwargs)
+            async with asyncio.timeout(timeout_s) as scope:
+                scopes.append(scope)
+                return await task.fn(*args, **kwargs)
+
+        call: Callable[[], Awaitable[Any]] = handler
+        for middleware in reversed(self.middleware):
+            call = functools.partial(middleware, ctx, call)
+        return await call()
 
     async def _call_sync(self, task: Task[Any, Any], job: FetchedJob, ctx: JobContext,
                          args: list[Any], kwargs: dict[str, Any], timeout_s: float | None) -> Any:

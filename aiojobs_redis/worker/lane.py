@@ -66,6 +66,8 @@ class LaneHost(Protocol):
     def release(self, n: int) -> None: ...
     def free_slots(self) -> int: ...
     def count_outcome(self, ok: bool) -> None: ...
+    @property
+    def log_tracebacks(self) -> bool: ...
 
 
 class _Trip:
@@ -262,13 +264,19 @@ class Lane:
         if status in (1, 0):  # 0: this attempt's outcome was recorded by a re-sent call
             self.worker.count_outcome(o.ok)
         if status == 1 and o.ok:
-            log.info("← %s %s:%s completed", self.queue.name, job.task, job.id)
+            if log.isEnabledFor(logging.INFO):
+                log.info("← %s %s:%s completed in %.1f ms", self.queue.name, job.task, job.id,
+                         o.run_ms, extra=self._fields(o, "completed"))
         elif status == 1:
-            log.warning("✗ %s %s:%s failed for good after attempt %d: %s", self.queue.name,
-                        job.task, job.id, job.attempt, o.error)
+            tb = f"\n{o.traceback.rstrip()}" if o.traceback and self.worker.log_tracebacks else ""
+            log.warning("✗ %s %s:%s failed for good after attempt %d (%.1f ms): %s%s",
+                        self.queue.name, job.task, job.id, job.attempt, o.run_ms, o.error, tb,
+                        extra=self._fields(o, "failed"))
         elif status == 2:
-            log.info("↻ %s %s:%s attempt %d failed, retrying in %d ms: %s", self.queue.name,
-                     job.task, job.id, job.attempt, o.retry_delay_ms, o.error)
+            if log.isEnabledFor(logging.INFO):
+                log.info("↻ %s %s:%s attempt %d failed (%.1f ms), retrying in %d ms: %s",
+                         self.queue.name, job.task, job.id, job.attempt, o.run_ms,
+                         o.retry_delay_ms, o.error, extra=self._fields(o, "retrying"))
         elif status == 0:
             log.debug("%s %s:%s: outcome already recorded (a call sent again after a lost"
                       " reply)", self.queue.name, job.task, job.id)
@@ -276,10 +284,21 @@ class Lane:
             return False
         return True
 
+    def _fields(self, o: Outcome, outcome: str) -> dict[str, Any]:
+        """The structured fields of an outcome's log record (a JSON formatter shows them)."""
+        job = o.job
+        return {"job_id": job.id, "task": job.task, "queue": self.queue.name,
+                "attempt": job.attempt, "duration_ms": round(o.run_ms, 3),
+                "worker_id": self.worker.id, "outcome": outcome}
+
     # --------------------------------------------------------------- the jobs
 
     def _start(self, job: FetchedJob) -> None:
-        log.info("→ %s %s:%s attempt %d", self.queue.name, job.task, job.id, job.attempt)
+        if log.isEnabledFor(logging.INFO):
+            log.info("→ %s %s:%s attempt %d", self.queue.name, job.task, job.id, job.attempt,
+                     extra={"job_id": job.id, "task": job.task, "queue": self.queue.name,
+                            "attempt": job.attempt, "worker_id": self.worker.id,
+                            "outcome": "started"})
         entry = Running(job)
         self.running[job.id] = entry
         entry.task = asyncio.create_task(self._run_job(entry), name=f"ajr-job:{job.id}")

@@ -30,10 +30,11 @@ from ..producer.task import Task, TaskRegistry
 from ..schedules.keeper import ScheduleKeeper
 from ..schedules.spec import Schedule
 from .context import WorkerContext
-from .execution import Executor
+from .execution import Executor, Middleware
 from .lane import Lane
 from .leases import LeaseKeeper, ReconnectBackoff
 from .maintenance import Maintenance
+from .tracing import tracing_middleware
 from .watchdog import LoopWatchdog
 from .wipe_detection import WipeDetector
 
@@ -58,6 +59,10 @@ class Worker:
     ``max_stalls``: a job whose worker died this many times is failed, not retried.
     ``shutdown_timeout_s``: on SIGTERM/SIGINT, how long running jobs may finish
     before they are handed back to waiting.
+    ``middleware``: ``async def m(ctx, call_next)`` callables run around every attempt,
+    the first outermost (see docs/middleware.md).
+    ``log_tracebacks``: log the traceback of a job failed for good (once, at WARNING);
+    every attempt's traceback is kept on the job either way.
     """
 
     def __init__(
@@ -75,6 +80,8 @@ class Worker:
         handle_signals: bool = True,
         schedules: Sequence[Schedule] = (),
         schedule_verify_s: float = 5.0,
+        middleware: Sequence[Middleware] = (),
+        log_tracebacks: bool = True,
     ) -> None:
         self.queues: tuple[Queue, ...] = (queues,) if isinstance(queues, Queue) else tuple(queues)
         if not self.queues or not all(isinstance(q, Queue) for q in self.queues):
@@ -104,7 +111,11 @@ class Worker:
         self.schedule_verify_s = schedule_verify_s
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.context = WorkerContext(self.id, self.queues)
-        self.executor = Executor(self.registry, self.context, concurrency)
+        self.middleware = (*tracing_middleware(), *middleware)
+        if not all(callable(m) for m in self.middleware):
+            raise ConfigurationError("middleware must be async callables (ctx, call_next)")
+        self.log_tracebacks = log_tracebacks
+        self.executor = Executor(self.registry, self.context, concurrency, self.middleware)
         # every worker fires due ticks of every schedule of its queues, declared here or not
         self.wipe_detectors = {q.name: WipeDetector(q) for q in self.queues}
         self.schedule_keeper = ScheduleKeeper(

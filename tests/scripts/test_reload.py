@@ -15,7 +15,7 @@ from .direct import fetch
 
 def _add_one(queue: Queue, batch: Batch) -> None:
     rows: list[list[Any]] = []
-    queue._job_argv(TaskCall.by_name("t"), rows)
+    queue._job_argv(TaskCall.by_name("t"), rows, None)
     script = SCRIPTS["add_jobs"]
     batch.add(script, script.keys_of(queue.keys),
               [queue.keys.job_prefix, queue.events_maxlen, codec.pack(rows)])

@@ -92,7 +92,7 @@ def _only(**expected: int) -> dict[str, int]:
 async def check_add_jobs(q: Queue, n: int) -> None:
     rows: list[list[Any]] = []
     for _ in range(n):
-        q._job_argv(TaskCall.by_name("t"), rows)
+        q._job_argv(TaskCall.by_name("t"), rows, None)
     statuses = await direct.run(q, "add_jobs", q.events_maxlen, codec.pack(rows))
     assert statuses == [1] * n
     assert await _counts(q) == _only(waiting=n)
@@ -366,7 +366,7 @@ async def test_a_bad_row_last_writes_nothing(squeue: Queue, name: str) -> None:
     if name == "add_jobs":
         rows: list[Any] = []
         for _ in range(n):
-            squeue._job_argv(TaskCall.by_name("t"), rows)
+            squeue._job_argv(TaskCall.by_name("t"), rows, None)
         rows.append(["id", "t", b"", b"", "not a number", 1, -1, -1])
         args: list[Any] = [codec.pack(rows)]
         before = _only()
