@@ -148,6 +148,11 @@ async def test_jobs_of_every_state_paginated(queue: Queue) -> None:
         assert failed["order"] == "newest"
         assert all(j["error"].startswith("ValueError: boom") for j in failed["jobs"])
         assert all(j["finished_at"] for j in failed["jobs"])
+        # a job's times read the same in a list and in its own page
+        for listed in failed["jobs"]:
+            one = (await http.get(f"/api/queues/{queue.name}/jobs/{listed['id']}")).json()
+            for name in ("created_at", "started_at", "finished_at", "due_at"):
+                assert one[name] == listed[name], name
 
 
 async def test_one_job_with_error_traceback_and_capped_arguments(queue: Queue) -> None:

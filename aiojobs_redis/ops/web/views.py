@@ -42,6 +42,10 @@ def ms_iso(raw: bytes | None) -> str | None:
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
+def dt_iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
 def cut_text(text: str | None, cap: int) -> str | None:
     if text is None or len(text) <= cap:
         return text
@@ -128,8 +132,10 @@ def info_json(info: JobInfo) -> dict[str, Any]:
         "progress": capped(info.progress), "result": capped(info.result),
         "error": cut_text(info.error, TRACEBACK_CAP),
         "traceback": cut_text(info.traceback, TRACEBACK_CAP),
-        "created_at": info.created_at, "started_at": info.started_at,
-        "finished_at": info.finished_at, "due_at": info.due_at, "worker": info.worker,
+        # the same text as the job lists give (milliseconds, UTC)
+        "created_at": dt_iso(info.created_at), "started_at": dt_iso(info.started_at),
+        "finished_at": dt_iso(info.finished_at), "due_at": dt_iso(info.due_at),
+        "worker": info.worker,
         "payload_error": info.payload_error,
     }
     return out
