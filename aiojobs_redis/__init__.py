@@ -7,6 +7,7 @@ tokens; finished jobs, events and metrics are bounded by default.
 import logging
 
 from .backoff import BackoffFunction, retry_delay_s
+from .control import Retry, Unrecoverable
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
@@ -92,6 +93,7 @@ __all__ = (
     "RedisUnavailable",
     "ResultTimeout",
     "Retention",
+    "Retry",
     "Schedule",
     "ScheduleInfo",
     "ScheduleNotFound",
@@ -100,6 +102,7 @@ __all__ = (
     "TaskCall",
     "TaskNotFound",
     "TracingMiddleware",
+    "Unrecoverable",
     "Upserted",
     "Webhook",
     "Worker",

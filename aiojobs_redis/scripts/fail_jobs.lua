@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 --[[ fail_jobs: active -> delayed | waiting (retry with backoff) or -> failed, for a batch,
   fenced by each job's lease token. A job is retried while attempts < max_attempts and its
-  retry delay is not -1.
+  retry delay is not -1; an outcome marked uncounted (the handler raised
+  Retry(count_attempt=False)) gives its attempt back and is retried whatever its attempts.
   KEYS[1] active    ZSET    job id -> lease deadline (ms)
   KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[3] delayed   ZSET    job id -> due time (ms)
@@ -13,8 +14,9 @@
   ARGV[2] events_maxlen
   ARGV[3] keep_count   failed jobs to keep (-1: no count limit; 0: delete at once)
   ARGV[4] keep_age_ms  failed jobs older than this are deleted (-1: no age limit)
-  ARGV[5] outcomes     MessagePack array of [id, token, error, traceback, retry_delay_ms]
-                       (retry_delay_ms -1: do not retry)
+  ARGV[5] outcomes     MessagePack array of [id, token, error, traceback, retry_delay_ms
+                       (, uncounted)]; retry_delay_ms -1: do not retry; uncounted: 1 or
+                       absent (with a delay >= 0: the attempt is given back)
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
@@ -30,9 +32,10 @@ local rows = cmsgpack.unpack(ARGV[5])
 if type(rows) ~= 'table' then return bad_input('fail_jobs', 'outcomes must be an array') end
 for i, o in ipairs(rows) do
   if type(o) ~= 'table' or type(o[1]) ~= 'string' or type(o[2]) ~= 'string'
-      or type(o[3]) ~= 'string' or type(o[4]) ~= 'string' or type(o[5]) ~= 'number' then
+      or type(o[3]) ~= 'string' or type(o[4]) ~= 'string' or type(o[5]) ~= 'number'
+      or (o[6] ~= nil and o[6] ~= 1) or (o[6] == 1 and o[5] < 0) then
     return bad_input('fail_jobs', 'outcome ' .. i
-      .. ' is not [id, token, error, traceback, retry_delay_ms]')
+      .. ' is not [id, token, error, traceback, retry_delay_ms(, 1 when uncounted)]')
   end
 end
 local t = redis.call('TIME')
@@ -53,10 +56,11 @@ for _, o in ipairs(rows) do
     status = 0
   else
     done[#done + 1] = id
-    local delay = o[5]
-    if delay >= 0 and tonumber(job[3]) < tonumber(job[4]) then
+    local delay, uncounted = o[5], o[6] == 1
+    if uncounted or (delay >= 0 and tonumber(job[3]) < tonumber(job[4])) then
       status = 2
       retried_any = true
+      if uncounted and tonumber(job[3]) > 0 then redis.call('HINCRBY', key, 'attempts', -1) end
       if delay > 0 then
         redis.call('HSET', key, 'state', 'delayed', 'error', o[3],
           'traceback', o[4], 'due', now + delay, 'ready', now + delay)

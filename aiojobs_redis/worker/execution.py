@@ -34,6 +34,7 @@ import anyio.to_thread
 
 from .. import codec
 from ..backoff import BackoffFunction, retry_delay_s
+from ..control import Retry, Unrecoverable
 from ..errors import TaskNotFound
 from ..options import Backoff, ExponentialBackoff, JobOptions, Retention
 from ..producer.task import Task, TaskRegistry
@@ -75,7 +76,7 @@ class Outcome:
     ``traceback`` and ``retry_delay_ms`` (-1: do not retry) describe the failure."""
 
     __slots__ = ("error", "job", "ok", "retention", "retry_delay_ms", "run_ms", "traceback",
-                 "value")
+                 "uncounted", "value")
 
     def __init__(self, job: FetchedJob, *, ok: bool, value: bytes = b"", error: str = "",
                  traceback: str = "", retry_delay_ms: int = NO_RETRY,
@@ -88,6 +89,7 @@ class Outcome:
         self.retry_delay_ms = retry_delay_ms
         self.retention = retention
         self.run_ms = 0.0  # how long the handler ran (set by the executor)
+        self.uncounted = False  # Retry(count_attempt=False): the attempt is given back
 
 
 class Executor:
@@ -144,6 +146,11 @@ class Executor:
             else:
                 async with asyncio.timeout(timeout_s) as scope:
                     result = await task.fn(*args, **kwargs)
+        except Retry as e:
+            return self._retry(job, task, options, e, traceback.format_exc())
+        except Unrecoverable:
+            return _failure(job, _describe(), traceback.format_exc(), NO_RETRY,
+                            options.retention)
         except _SyncTimeout as e:
             return self._failed(
                 job, task, options,
@@ -301,19 +308,36 @@ class Executor:
             self._options_cache[data] = options
         return options
 
+    def _retry(self, job: FetchedJob, task: Task[Any, Any], options: JobOptions, e: Retry,
+               tb: str) -> Outcome:
+        """The handler raised Retry: its delay, else the backoff's. A counted attempt is
+        retried while attempts remain; one given back is retried whatever they are."""
+        error = f"Retry: {e.reason}" if e.reason else "Retry"
+        if e.count_attempt and job.attempt >= job.max_attempts:
+            return _failure(job, f"{error} (no attempts left)", tb, NO_RETRY,
+                            options.retention)
+        delay_ms = (self._backoff_ms(task, options, max(job.attempt, 1)) if e.delay_s is None
+                    else int(e.delay_s * 1000))
+        outcome = _failure(job, error, tb, delay_ms, options.retention)
+        outcome.uncounted = not e.count_attempt
+        return outcome
+
     def _failed(self, job: FetchedJob, task: Task[Any, Any], options: JobOptions, error: str,
                 tb: str) -> Outcome:
+        delay_ms = NO_RETRY
+        if job.attempt < job.max_attempts:
+            delay_ms = self._backoff_ms(task, options, job.attempt)
+        return _failure(job, error, tb, delay_ms, options.retention)
+
+    def _backoff_ms(self, task: Task[Any, Any], options: JobOptions, attempt: int) -> int:
         backoff: Backoff | BackoffFunction = (
             options.backoff or task.defaults.backoff or task.backoff_fn or DEFAULT_BACKOFF
         )
-        delay_ms = NO_RETRY
-        if job.attempt < job.max_attempts:
-            try:
-                delay_ms = int(retry_delay_s(backoff, job.attempt) * 1000)
-            except Exception:  # a callable backoff may raise; fall back to the default
-                log.exception("backoff of task %s raised; using the default", task.name)
-                delay_ms = int(retry_delay_s(DEFAULT_BACKOFF, job.attempt) * 1000)
-        return _failure(job, error, tb, delay_ms, options.retention)
+        try:
+            return int(retry_delay_s(backoff, attempt) * 1000)
+        except Exception:  # a callable backoff may raise; fall back to the default
+            log.exception("backoff of task %s raised; using the default", task.name)
+            return int(retry_delay_s(DEFAULT_BACKOFF, attempt) * 1000)
 
 
 class _ThreadRun:

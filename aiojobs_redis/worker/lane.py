@@ -246,6 +246,8 @@ class Lane:
                                                    for o in chunk]
                 else:
                     rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
+                            if not o.uncounted else
+                            (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms, 1)
                             for o in chunk]
                 args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
                 trip.sent.append((trip.batch.add(script, script.keys_of(k), args), chunk))
