@@ -56,6 +56,7 @@ class ExponentialBackoff(msgspec.Struct, frozen=True, kw_only=True, tag="exponen
         _check_range("ExponentialBackoff.jitter", self.jitter, 0, 1)
 
 
+#: how long to wait before each retry: :class:`FixedBackoff` or :class:`ExponentialBackoff`
 Backoff = FixedBackoff | ExponentialBackoff
 
 

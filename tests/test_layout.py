@@ -2,7 +2,7 @@
 
 Parts, from the bottom up: the core modules at the top of the package (errors,
 options, codec, keys, states, connection, backoff), then ``scripts``, ``producer``,
-``schedules``, ``ops``, ``worker`` and ``cli``. A module may import its own part and
+``schedules``, ``ops``, ``worker``, ``testing`` (the users' testing kit) and ``cli``. A module may import its own part and
 the parts below it, never one above: a new import cycle between parts fails here.
 Imports under ``if TYPE_CHECKING:`` count too: an annotation is a dependency. A part
 that needs something of a part above it takes a small protocol instead (the worker's
@@ -17,7 +17,7 @@ from pathlib import Path
 import aiojobs_redis
 
 PACKAGE = Path(aiojobs_redis.__file__).parent
-LAYERS = ("core", "scripts", "producer", "schedules", "ops", "worker", "cli")
+LAYERS = ("core", "scripts", "producer", "schedules", "ops", "worker", "testing", "cli")
 #: the one import that points up, deferred to call time (and named for its annotation):
 #: ``Queue.schedules`` hands out the schedule store of a queue
 DEFERRED_UP = {("aiojobs_redis.producer.queue", "aiojobs_redis.schedules.store")}

@@ -14,6 +14,9 @@ from ..keys import QueueKeys
 
 
 class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A live worker as its heartbeat describes it: id, host, pid, the queues it serves,
+    its running jobs and counts (see :func:`live_workers`)."""
+
     id: str
     host: str
     pid: int

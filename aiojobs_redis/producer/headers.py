@@ -26,6 +26,7 @@ def add_header_source(source: HeaderSource) -> None:
 
 
 def remove_header_source(source: HeaderSource) -> None:
+    """Stop calling ``source`` (nothing happens when it was not registered)."""
     if source in HEADER_SOURCES:
         HEADER_SOURCES.remove(source)
 

@@ -44,6 +44,8 @@ Hook = Callable[[WorkerContext], Awaitable[None] | None]
 
 
 class WorkerState(enum.StrEnum):
+    """Where a :class:`Worker` is in its life (``worker.state``): a worker runs once."""
+
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
