@@ -2,8 +2,9 @@
 
 Parts, from the bottom up: the core modules at the top of the package (errors,
 options, codec, keys, states, connection, backoff), then ``scripts``, ``producer``,
-``schedules``, ``ops``, ``worker``, ``testing`` (the users' testing kit) and ``cli``. A module may import its own part and
-the parts below it, never one above: a new import cycle between parts fails here.
+``schedules``, ``ops``, ``worker``, ``testing`` (the users' testing kit) and ``cli``.
+A module may import its own part and the parts below it, never one above: a new import
+cycle between parts fails here.
 Imports under ``if TYPE_CHECKING:`` count too: an annotation is a dependency. A part
 that needs something of a part above it takes a small protocol instead (the worker's
 lanes take a ``LaneHost``, a ``Job`` takes a ``JobSource``).
