@@ -6,14 +6,24 @@ command prints it as one line ``aiojobs-redis: ...`` and exits with EXIT_USAGE."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import sys
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ..connection import CLUSTER_SCHEMES, SENTINEL_SCHEME
+from ..errors import wrap_redis_errors
+from ..keys import QueueKeys
+
+if TYPE_CHECKING:
+    from ..producer.queue import Queue
 
 #: exit codes of every command (documented in the epilog and in docs/cli.md)
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1
+#: the same code: no such job, queue or schedule
+EXIT_NOT_FOUND = EXIT_UNHEALTHY
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
@@ -61,3 +71,24 @@ def redact(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
+
+
+def fail(code: int, message: str) -> int:
+    """Print ``message`` as the one error line of the command; return ``code``."""
+    line = " ".join(message.split())  # one line, whatever the message holds
+    print(f"aiojobs-redis: {line}", file=sys.stderr)
+    return code
+
+
+def queue_key_names(keys: QueueKeys) -> list[str]:
+    """Every fixed key of a queue (not the per-job, per-worker, ... ones)."""
+    return [getattr(keys, f.name) for f in dataclasses.fields(keys)
+            if f.name not in ("queue", "base") and not f.name.endswith("_prefix")]
+
+
+async def queue_exists(queue: Queue) -> bool:
+    """Whether any key of the queue exists: one EXISTS over its fixed keys (they share
+    the queue's hash tag, so one slot on a Cluster too)."""
+    with wrap_redis_errors(f"look for queue {queue.name!r}"):
+        found = await queue.client.exists(*queue_key_names(queue.keys))
+    return int(found) > 0

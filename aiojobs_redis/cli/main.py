@@ -1,5 +1,6 @@
 """The aiojobs-redis command: run a worker, list live workers, check health,
-show counts, manage schedules, serve the dashboard, run the demo."""
+show counts, show, retry or remove a job, enqueue one, manage schedules, serve the
+dashboard, run the demo."""
 
 from __future__ import annotations
 
@@ -15,18 +16,22 @@ import redis.exceptions as rx
 
 from .. import __version__
 from ..errors import AiojobsRedisError, RedisError, RedisUnavailable
+from ..logs import LOG_FORMATS, configure_logging
 from ..ops.registry import live_workers
 from ..producer.queue import Queue
-from . import dashboard, schedules, worker
+from . import dashboard, jobs, schedules, worker
 from .common import (
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_UNHEALTHY,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     add_url_option,
     check_url,
+    fail,
     plain,
+    queue_exists,
     redact,
     redis_url,
 )
@@ -37,15 +42,19 @@ log = logging.getLogger("aiojobs_redis.cli")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 EPILOG = f"""\
-Global options (--url, --log-level, --no-uvloop) may come before or after the command.
---url defaults to $REDIS_URL; --log-level to $AJR_LOG_LEVEL, else INFO.
+Global options (--url, --log-level, --log-format, --no-uvloop) may come before or after
+the command. --url defaults to $REDIS_URL; --log-level to $AJR_LOG_LEVEL, else INFO;
+--log-format (text or json: one JSON object per line) to $AJR_LOG_FORMAT, else text.
 
 exit codes:
   {EXIT_OK}    success (health: the queue, or the worker, is served)
   {EXIT_UNHEALTHY}    unhealthy: no live worker serves the queue (health, workers),
-       no such worker (health --worker-id), no such schedule (schedules remove)
+       no such worker (health --worker-id), no such schedule (schedules remove);
+       not found: no such queue (counts without --allow-empty), no such job (jobs);
+       refused by the job's state (jobs retry: not failed; jobs remove: active)
   {EXIT_USAGE}    usage or configuration error: bad option, missing or malformed URL,
-       MODULE:ATTR that cannot be imported or is not a Worker, missing extra
+       MODULE:ATTR that cannot be imported or is not a Worker, missing extra,
+       bad JSON in enqueue --args/--kwargs, an invalid job id or queue name
   {EXIT_UNREACHABLE}    Redis is unreachable (refused, timed out, unknown host) or failed
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 Errors are one line on stderr: "aiojobs-redis: <what went wrong>".
@@ -74,6 +83,14 @@ def log_level(value: str) -> str:
     return level
 
 
+def log_format(value: str) -> str:
+    fmt = value.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log format {value!r}: use one of {', '.join(LOG_FORMATS)}")
+    return fmt
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, root: bool) -> None:
     """On the root, the real defaults; on a subcommand, none (a value given before the
     command must survive the subcommand's parse)."""
@@ -82,6 +99,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, root: bool) -> None:
     group.add_argument("--log-level", type=log_level, metavar="LEVEL",
                        help=f"{', '.join(LOG_LEVELS)} (default: $AJR_LOG_LEVEL, else INFO)",
                        **(suppress or {"default": os.environ.get("AJR_LOG_LEVEL", "INFO")}))
+    group.add_argument("--log-format", type=log_format, metavar="FORMAT",
+                       help="text, or json: one JSON object per line (default:"
+                            " $AJR_LOG_FORMAT, else text)",
+                       **(suppress or {"default": os.environ.get("AJR_LOG_FORMAT", "text")}))
     group.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop",
                        **suppress)
 
@@ -121,6 +142,10 @@ async def _cmd_health(args: argparse.Namespace) -> int:
 
 async def _cmd_counts(args: argparse.Namespace) -> int:
     async with Queue.from_url(redis_url(args), name=args.queue) as q:
+        if not args.allow_empty and not await queue_exists(q):
+            return fail(EXIT_NOT_FOUND,
+                        f"queue {args.queue!r} does not exist: none of its keys is in Redis"
+                        " (check the name and --url; --allow-empty prints its zero counts)")
         counts = await q.counts()
         paused = await q.is_paused()
     for state, n in counts.items():
@@ -155,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("workers", _cmd_workers, "list the live workers of a queue (exit 1 when none)"),
         ("health", _cmd_health, "exit 0 when a live worker serves the queue, 1 when none,"
                                 " 3 when Redis is unreachable (a liveness probe)"),
-        ("counts", _cmd_counts, "jobs per state"),
+        ("counts", _cmd_counts, "jobs per state (exit 1 for a queue that does not exist)"),
     ]:
         p = sub.add_parser(name, help=text, description=text, epilog=EPILOG)
         add_url_option(p)
@@ -164,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--worker-id", metavar="ID",
                            help="check this one worker instead (its id as `workers` lists"
                                 " it): exit 0 while its heartbeat is live")
+        if name == "counts":
+            p.add_argument("--allow-empty", action="store_true",
+                           help="print zeros for a queue none of whose keys exists (by"
+                                " default that is an error: a misspelt name, say)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="run a demo (starts its own redis-server without REDIS_URL)")
@@ -171,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=400)
     p.set_defaults(func=_cmd_demo)
 
+    jobs.add_parser(sub)
     schedules.add_parser(sub)
     dashboard.add_parser(sub)
     return parser
@@ -193,30 +223,25 @@ def _redis_failure(e: BaseException, url: str | None) -> tuple[int, str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     func: Command = args.func
     try:
         return run_loop(func(args), use_uvloop=not args.no_uvloop)
     except SystemExit as e:
         if isinstance(e.code, str):  # raise SystemExit("message") in a command
-            return _fail(EXIT_USAGE, e.code)
+            return fail(EXIT_USAGE, e.code)
         raise
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:
         failure = _redis_failure(e, getattr(args, "url", None) or os.environ.get("REDIS_URL"))
         if failure is not None:
-            return _fail(*failure)
+            return fail(*failure)
         if isinstance(e, AiojobsRedisError):
-            return _fail(EXIT_USAGE, str(e))
+            return fail(EXIT_USAGE, str(e))
         raise
 
 
-def _fail(code: int, message: str) -> int:
-    line = " ".join(message.split())  # one line, whatever the message holds
-    print(f"aiojobs-redis: {line}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,308 @@
+"""``aiojobs-redis jobs show | retry | remove ID --queue NAME``.
+
+``jobs show`` prints a job's record: state, task, attempts, times (ISO-8601, UTC),
+error and traceback, arguments, progress and result (as JSON, long values cut;
+``--json`` prints the whole record as one JSON object). ``jobs retry`` puts a failed job
+back to waiting with a fresh set of attempts; ``jobs remove`` deletes a job that is not
+active. An unknown job id, or a job whose state refuses the operation, exits with 1.
+
+``aiojobs-redis enqueue TASK --queue NAME`` adds a job of a task by its name, with
+arguments given as JSON; it prints the job's id. The worker that runs it checks the
+arguments against the function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import unicodedata
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final
+
+from ..errors import ConfigurationError, InvalidJobId, JobNotFound, JobStateError
+from ..logs import iso_time, json_line, jsonable
+from ..options import JobOptions
+from ..producer.job import JobInfo
+from ..producer.job_ids import check_job_id
+from ..producer.queue import Queue
+from ..producer.task import TaskCall
+from .common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    add_url_option,
+    fail,
+    plain,
+    queue_exists,
+    redis_url,
+)
+
+log = logging.getLogger("aiojobs_redis.cli")
+
+#: characters of JSON shown for arguments, progress and result in text output
+VALUE_CAP: Final = 2000
+#: characters of an error message or traceback shown in text output
+TEXT_CAP: Final = 20_000
+MAX_TASK_NAME: Final = 200  # a Task's name is 1..200 characters
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``jobs`` and ``enqueue`` to ``aiojobs-redis`` (an argparse subparsers object)."""
+    jobs_doc = (__doc__ or "").split("\n\n``aiojobs-redis enqueue")[0]
+    p = subparsers.add_parser("jobs", help="show, retry or remove one job by its id",
+                              description=plain(jobs_doc))
+    sub = p.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("job_id", metavar="ID", help="the job's id")
+        q.add_argument("--queue", required=True, metavar="NAME", help="the job's queue")
+        add_url_option(q)
+
+    q = sub.add_parser("show", help="the job's state, task, attempts, times, error,"
+                                    " arguments and result")
+    common(q)
+    q.add_argument("--json", action="store_true",
+                   help="print the record as one JSON object (values not cut)")
+    q.set_defaults(func=cmd_show)
+
+    q = sub.add_parser("retry", help="put a failed job back to waiting, with fresh attempts")
+    common(q)
+    q.set_defaults(func=cmd_retry)
+
+    q = sub.add_parser("remove", help="delete a job (an active one is refused)")
+    common(q)
+    q.set_defaults(func=cmd_remove)
+
+    # `jobs cancel ID` goes here once the producer API has Job.cancel(): a parser like
+    # `remove`'s above and a cmd_cancel like cmd_remove below (JobNotFound and
+    # JobStateError exit 1 through _not_found / _refused), a line in the module's text, in
+    # docs/cli.md and in tests/test_cli.py.
+
+    p = subparsers.add_parser(
+        "enqueue", help="enqueue a job of a task by name; prints the job id",
+        description="Enqueue one job of TASK (a task's name, as @task(name=...) gives it)\n"
+                    "and print its id. Arguments are JSON; the worker that runs the job\n"
+                    "checks them against the function. Bad JSON exits with 2.")
+    p.add_argument("task_name", metavar="TASK", help="the task's name")
+    p.add_argument("--queue", required=True, metavar="NAME")
+    p.add_argument("--args", metavar="JSON", default="[]",
+                   help="positional arguments, a JSON array (default: [])")
+    p.add_argument("--kwargs", metavar="JSON", default="{}",
+                   help="keyword arguments, a JSON object (default: {})")
+    p.add_argument("--job-id", metavar="ID",
+                   help="the job's id (default: a new unique one); when a job of that id"
+                        " exists, nothing is enqueued and its id is printed")
+    p.add_argument("--delay", type=float, metavar="SECONDS", help="run it after this delay")
+    p.add_argument("--priority", type=int, metavar="N",
+                   help="-1000..1000, higher runs first (default: 0)")
+    p.add_argument("--attempts", type=int, metavar="N",
+                   help="run it at most N times (default: 1; the task's own @task(attempts=)"
+                        " is not known here)")
+    add_url_option(p)
+    p.set_defaults(func=cmd_enqueue)
+
+
+# ------------------------------------------------------------------ jobs show
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (escape sequences,
+    bidi overrides, ...) written as escapes; line breaks and tabs kept."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c in "\n\t" or c.isprintable():
+            out.append(c)
+        elif unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(c.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def value_text(value: Any, cap: int = VALUE_CAP) -> str:
+    """A decoded value (arguments, progress, result) as one line of JSON, cut at ``cap``
+    characters."""
+    text = json_line(value)
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}… [{len(text) - cap} more characters: use --json]"
+
+
+def _cut(text: str, cap: int = TEXT_CAP) -> str:
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}… [{len(text) - cap} more characters: use --json]"
+
+
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else iso_time(value)
+
+
+def info_dict(info: JobInfo) -> dict[str, Any]:
+    """The record as JSON-able data (times as ISO-8601 UTC strings)."""
+    return {
+        "id": info.id, "queue": info.queue, "task": info.task, "state": str(info.state),
+        "priority": info.priority, "attempts": info.attempts,
+        "max_attempts": info.max_attempts, "stalls": info.stalls,
+        "created_at": _when(info.created_at), "started_at": _when(info.started_at),
+        "finished_at": _when(info.finished_at), "due_at": _when(info.due_at),
+        "worker": info.worker, "error": info.error, "traceback": info.traceback,
+        "args": jsonable(info.args), "kwargs": jsonable(info.kwargs),
+        "payload_error": info.payload_error,
+        "progress": jsonable(info.progress), "result": jsonable(info.result),
+    }
+
+
+def info_lines(info: JobInfo) -> Iterator[str]:
+    """The record as text lines for a terminal."""
+    def row(name: str, value: object) -> str:
+        text = printable(str(value)).replace("\n", "\n" + " " * 13)
+        return f"{name:<12} {text}"
+
+    yield row("id", info.id)
+    yield row("queue", info.queue)
+    yield row("task", info.task)
+    yield row("state", info.state)
+    yield row("attempts", f"{info.attempts} of {info.max_attempts}"
+                          + (f" (stalled {info.stalls} time(s))" if info.stalls else ""))
+    yield row("priority", info.priority)
+    for name, when in (("created", info.created_at), ("started", info.started_at),
+                       ("finished", info.finished_at), ("due", info.due_at)):
+        if when is not None:
+            yield row(name, iso_time(when))
+    if info.worker:
+        yield row("worker", info.worker)
+    if info.payload_error:
+        yield row("arguments", f"cannot be decoded: {info.payload_error}")
+    else:
+        yield row("args", value_text(info.args))
+        yield row("kwargs", value_text(info.kwargs))
+    if info.progress is not None:
+        yield row("progress", value_text(info.progress))
+    if info.result is not None:
+        yield row("result", value_text(info.result))
+    if info.error:
+        yield row("error", _cut(info.error))
+    if info.traceback:
+        yield "traceback:"
+        for line in printable(_cut(info.traceback)).splitlines():
+            yield "  " + line
+
+
+async def _not_found(queue: Queue, e: JobNotFound) -> int:
+    hint = ""
+    if not await queue_exists(queue):
+        hint = f" (queue {queue.name!r} has no keys at all: is its name right?)"
+    return fail(EXIT_NOT_FOUND, f"no job {e.job_id!r} in queue {queue.name!r}: removed,"
+                                f" expired by retention, or never enqueued{hint}")
+
+
+async def _refused(queue: Queue, job_id: str, why: str) -> int:
+    info = await queue.job_info(job_id)
+    if info is None:
+        return fail(EXIT_NOT_FOUND, f"no job {job_id!r} in queue {queue.name!r} (it went"
+                                    " away meanwhile)")
+    return fail(EXIT_NOT_FOUND, f"job {job_id!r} is {info.state}: {why}")
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        job = queue.job(args.job_id)
+        try:
+            info = await job.info()
+        except JobNotFound as e:
+            return await _not_found(queue, e)
+    if args.json:
+        print(json_line(info_dict(info)))
+    else:
+        print("\n".join(info_lines(info)))
+    return EXIT_OK
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        job = queue.job(args.job_id)
+        try:
+            await queue.retry_jobs([job.id], strict=True)
+        except JobNotFound as e:
+            return await _not_found(queue, e)
+        except JobStateError:
+            return await _refused(queue, job.id, "only a failed job can be retried")
+    print(f"{args.queue} {args.job_id}: retried (waiting)")
+    return EXIT_OK
+
+
+async def cmd_remove(args: argparse.Namespace) -> int:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        job = queue.job(args.job_id)
+        try:
+            await queue.remove_job(job.id)
+        except JobNotFound as e:
+            return await _not_found(queue, e)
+        except JobStateError:
+            return await _refused(queue, job.id, "an active job cannot be removed (its"
+                                                    " worker owns it until it finishes)")
+    print(f"{args.queue} {args.job_id}: removed")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- enqueue
+
+
+def _json_type(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an object" if isinstance(
+        value, dict) else "an array"
+
+
+def _json_option(name: str, text: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    what = "a JSON array" if kind is list else "a JSON object"
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"{name} must be {what}: {e} in {_cut(text, 200)!r}") from None
+    if not isinstance(value, kind):
+        raise SystemExit(f"{name} must be {what}, not {_json_type(value)}: {_cut(text, 200)!r}")
+    return value
+
+
+def enqueue_call(args: argparse.Namespace) -> TaskCall[Any]:
+    """The job to enqueue, checked before anything connects."""
+    name: str = args.task_name
+    if not name or len(name) > MAX_TASK_NAME:
+        raise SystemExit(f"a task name has 1 to {MAX_TASK_NAME} characters, got {name!r}")
+    positional = _json_option("--args", args.args, list)
+    keywords = _json_option("--kwargs", args.kwargs, dict)
+    if args.job_id is not None:
+        try:
+            check_job_id(args.job_id, enqueue=True)
+        except InvalidJobId as e:
+            raise SystemExit(f"--job-id: {e}") from None
+    for flag, option, value in (("--delay", "delay_s", args.delay),
+                                ("--priority", "priority", args.priority),
+                                ("--attempts", "attempts", args.attempts)):
+        try:
+            JobOptions(**{option: value})
+        except ConfigurationError as e:
+            raise SystemExit(f"{flag}: {e}") from None
+    options = JobOptions(job_id=args.job_id, delay_s=args.delay, priority=args.priority,
+                         attempts=args.attempts)
+    # TaskCall, not Queue.enqueue(name, ...): a keyword argument named "options" stays one
+    return TaskCall(name, tuple(positional), keywords, options)
+
+
+async def cmd_enqueue(args: argparse.Namespace) -> int:
+    call = enqueue_call(args)
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        [job] = await queue.enqueue_many([call])
+    if job.existed:
+        log.warning("queue %s: a job with id %r exists already; nothing was enqueued",
+                    args.queue, job.id)
+    print(job.id)
+    return EXIT_OK
