@@ -305,3 +305,29 @@ def test_the_middleware_example_runs(redis_url: str) -> None:
         "[\"flaky attempt 2: ConnectionError('upstream down')\"]",
         "[(('flaky', 'error'), 2), (('resize', 'ok'), 1)]",
     ]
+
+
+@task(name="mw.sync_slow", timeout_s=0.05)
+def sync_slow() -> None:
+    current_job().cancel_event.wait(30)  # returns as soon as the timeout fires
+
+
+async def test_a_sync_handlers_timeout_is_a_timeout_error_to_middleware(queue: Queue) -> None:
+    seen: list[str] = []
+
+    async def watch(ctx: JobContext, call_next: CallNext) -> Any:
+        try:
+            return await call_next()
+        except TimeoutError:
+            seen.append("TimeoutError")
+            raise
+        except BaseException as e:
+            seen.append(type(e).__name__)
+            raise
+
+    job = await queue.enqueue(sync_slow)
+    await burst(queue, sync_slow, middleware=[watch])
+    info = await job.info()
+    assert info is not None and info.state is JobState.FAILED
+    assert info.error is not None and info.error.startswith("Timeout:"), info.error
+    assert seen == ["TimeoutError"]

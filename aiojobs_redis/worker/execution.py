@@ -383,8 +383,9 @@ class _ThreadRun:
         return result
 
 
-class _SyncTimeout(Exception):
-    """A sync handler's timeout fired; its thread has ended since, ``overrun_s`` later."""
+class _SyncTimeout(TimeoutError):
+    """A sync handler's timeout fired; its thread has ended since, ``overrun_s`` later (a
+    TimeoutError to a middleware, like an async handler's)."""
 
     def __init__(self, overrun_s: float) -> None:
         super().__init__(overrun_s)
