@@ -63,6 +63,12 @@ async def queue(client: aioredis.Redis, queue_name: str) -> AsyncIterator[Queue]
         assert not foreign, f"keys written outside the queue's hash tag: {foreign[:10]}"
 
 
+async def hang() -> None:
+    """What a handler awaits to run until something stops it (its timeout, a cancel, a
+    shutdown): nothing ever wakes it by itself."""
+    await asyncio.Event().wait()
+
+
 async def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.01) -> None:
     """Wait for a condition with a deadline (for facts that have no event to wait on)."""
     loop = asyncio.get_running_loop()

@@ -35,6 +35,8 @@ from aiojobs_redis import (
     uninstrument_tracing,
 )
 
+from .conftest import hang
+
 CallNext = Callable[[], Awaitable[Any]]
 NOW = FixedBackoff(delay_s=0)  # a retry without a wait
 
@@ -56,7 +58,7 @@ def sync_mul(a: int, b: int) -> int:
 
 @task(name="mw.slow", timeout_s=0.05)
 async def slow() -> None:
-    await asyncio.sleep(30)
+    await hang()
 
 
 @task(name="mw.headers")

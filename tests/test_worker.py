@@ -27,7 +27,7 @@ from aiojobs_redis import (
     task,
 )
 
-from .conftest import wait_until
+from .conftest import hang, wait_until
 
 
 @asynccontextmanager
@@ -186,7 +186,7 @@ def poison_sync_exit() -> None:
 
 @task(name="poison_hang", timeout_s=0.2)
 async def poison_hang() -> None:
-    await asyncio.sleep(3600)
+    await hang()
 
 
 @task(name="poison_result")
@@ -344,7 +344,7 @@ async def test_graceful_shutdown_hands_unfinished_jobs_back(queue: Queue) -> Non
     @task(name="slow")
     async def slow() -> None:
         started.set()
-        await asyncio.sleep(3600)
+        await hang()
 
     worker = Worker(queue, tasks=[slow], shutdown_timeout_s=0.1)
     runner = asyncio.create_task(worker.run())
@@ -364,7 +364,7 @@ async def test_lost_lease_cancels_the_handler_and_drops_its_outcome(queue: Queue
     async def victim() -> str:
         started.set()
         try:
-            await asyncio.sleep(3600)
+            await hang()
         except asyncio.CancelledError:
             cancelled.set()
             raise
