@@ -299,6 +299,15 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> int:
         raise
 
 
+def finish(proc: subprocess.Popen[str], lines: Lines) -> tuple[int, list[str]]:
+    """Stop a command whose stderr ``lines`` reads: its exit code and every line it wrote."""
+    code = stop_process(proc)
+    seen = lines.rest()
+    assert proc.stderr is not None
+    proc.stderr.close()
+    return code, seen
+
+
 async def arun(*argv: str, cwd: Path = ROOT, **extra: str) -> subprocess.CompletedProcess[str]:
     """``run`` from async code: the test's event loop (and a worker on it) keeps going."""
     proc = await asyncio.create_subprocess_exec(
@@ -628,10 +637,7 @@ def test_worker_reload_restarts_on_change(redis_url: str, queue: Queue, tmp_path
         third = next_start()
         assert third not in (first, second)
     finally:
-        code = stop_process(proc)
-        seen = lines.rest()
-        assert proc.stderr is not None
-        proc.stderr.close()
+        code, seen = finish(proc, lines)
     assert code == 0, seen
     assert "Traceback" not in "\n".join(seen)
     last = [i for i in map(_started_id, seen) if i is not None][-1]  # third, or a later one

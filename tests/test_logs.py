@@ -17,7 +17,7 @@ import pytest
 
 from aiojobs_redis import Queue
 from aiojobs_redis.logs import EXTRA_FIELDS, JsonFormatter, configure_logging, jsonable
-from tests.test_cli import COMMAND, ROOT, Lines, env, stop_process
+from tests.test_cli import COMMAND, ROOT, Lines, env, finish
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -183,10 +183,7 @@ def test_worker_logs_json_lines(redis_url: str, queue: Queue, how: str) -> None:
         started = lines.wait_for(lambda x: " started: " in x)
         assert started is not None, lines.seen
     finally:
-        code = stop_process(proc)
-        seen = lines.rest()
-        assert proc.stderr is not None
-        proc.stderr.close()
+        code, seen = finish(proc, lines)
     assert code == 0, seen
     records = [_strict(x) for x in seen]
     for r in records:
