@@ -93,6 +93,14 @@ class JobFailed(JobError):
         self.traceback = traceback
 
 
+class JobCancelled(JobError):
+    """The job was cancelled (``Job.cancel()``) before it finished."""
+
+    def __init__(self, job_id: str, by: str | None) -> None:
+        super().__init__(job_id, "result", f"cancelled by {by or 'someone'}")
+        self.by = by
+
+
 class ScheduleNotFound(AiojobsRedisError, LookupError):
     """No schedule of that name exists on the queue."""
 

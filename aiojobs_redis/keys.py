@@ -30,6 +30,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
                "at most the sum of the workers' concurrency"),
     "completed": ("ZSET", "complete_jobs", "retention count and age"),
     "failed": ("ZSET", "fail_jobs, recover_stalled", "retention count and age"),
+    "cancelled": ("ZSET", "cancel_job, fail_jobs, recover_stalled, return_jobs",
+                  "retention count and age (the failed-job limits)"),
     "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),
     "marker": ("ZSET", "add_jobs, fetch_jobs, resume", "one member: wakes one idle worker"),
     "seq": ("STRING", "add_jobs and every script that makes a job wait", "one integer"),
@@ -116,6 +118,8 @@ class QueueKeys:
     active: str
     completed: str
     failed: str
+    cancelled: str
+    cancel_channel: str
     events: str
     marker: str
     seq: str
@@ -143,6 +147,8 @@ class QueueKeys:
             active=base + "active",
             completed=base + "completed",
             failed=base + "failed",
+            cancelled=base + "cancelled",
+            cancel_channel=base + "cancel",
             events=base + "events",
             marker=base + "marker",
             seq=base + "seq",

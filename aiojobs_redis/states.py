@@ -23,6 +23,7 @@ class JobState(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 #: state -> the QueueKeys attribute of its sorted set, in display order
@@ -32,10 +33,11 @@ STATE_SETS: Final[dict[JobState, str]] = {
     JobState.ACTIVE: "active",
     JobState.COMPLETED: "completed",
     JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
 }
 
 #: states a job does not leave by itself
-FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
+FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
 def state_key(keys: QueueKeys, state: JobState) -> str:

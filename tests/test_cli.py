@@ -327,7 +327,8 @@ def test_counts_refuses_a_queue_that_does_not_exist(redis_url: str, queue: Queue
     done = run("counts", "--url", redis_url, "--queue", queue.name, "--allow-empty")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["waiting", "0", "delayed", "0", "active", "0",
-                                   "completed", "0", "failed", "0", "paused", "False"]
+                                   "completed", "0", "failed", "0", "cancelled", "0",
+                                   "paused", "False"]
     # a queue exists once any of its keys does: here, after one enqueue
     assert run("enqueue", "cli.noop", "--url", redis_url, "--queue", queue.name).returncode == 0
     done = run("counts", "--url", redis_url, "--queue", queue.name)
@@ -520,7 +521,7 @@ def test_jobs_and_enqueue_with_redis_down_exit_3(argv: list[str]) -> None:
     ["jobs", "show", "a b", "--queue", "q"],    # not a job id
     ["jobs", "show", "x", "--queue", "a/b"],    # not a queue name
     ["jobs", "show", "x"],                      # --queue missing
-    ["jobs", "cancel", "x", "--queue", "q"],    # no such command (yet)
+    ["jobs", "cancel", "a b", "--queue", "q"],  # not a job id
 ])
 def test_jobs_usage_errors_exit_2(argv: list[str]) -> None:
     one_line_error(run(*argv, "--url", closed_url()), 2)

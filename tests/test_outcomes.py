@@ -147,7 +147,7 @@ async def test_fail_jobs_refuses_a_malformed_uncounted_flag_and_writes_nothing(
         queue: Queue) -> None:
     await queue.enqueue(later, 1)
     _, (job,) = await fetch(queue, 1)
-    for row in [(job.id, job.token, "e", "tb", 0, 2),  # not 1
+    for row in [(job.id, job.token, "e", "tb", 0, 3),  # neither 1 nor 2
                 (job.id, job.token, "e", "tb", -1, 1)]:  # uncounted needs a delay
         with pytest.raises(ResponseError, match="fail_jobs"):
             await run(queue, "fail_jobs", queue.events_maxlen, -1, -1, codec.pack([row]))

@@ -1,10 +1,12 @@
-"""``aiojobs-redis jobs show | retry | remove ID --queue NAME``.
+"""``aiojobs-redis jobs show | retry | cancel | remove ID --queue NAME``.
 
 ``jobs show`` prints a job's record: state, task, attempts, times (ISO-8601, UTC),
 error and traceback, arguments, progress and result (as JSON, long values cut;
 ``--json`` prints the whole record as one JSON object). ``jobs retry`` puts a failed job
-back to waiting with a fresh set of attempts; ``jobs remove`` deletes a job that is not
-active. An unknown job id, or a job whose state refuses the operation, exits with 1.
+back to waiting with a fresh set of attempts; ``jobs cancel`` cancels a waiting or
+delayed job (it never runs) or asks the worker of an active one to stop it; ``jobs
+remove`` deletes a job that is not active. An unknown job id, or a job whose state
+refuses the operation, exits with 1.
 
 ``aiojobs-redis enqueue TASK --queue NAME`` adds a job of a task by its name, with
 arguments given as JSON; it prints the job's id. The worker that runs it checks the
@@ -14,8 +16,10 @@ arguments against the function.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
+import socket
 import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,6 +32,7 @@ from ..producer.job import JobInfo
 from ..producer.job_ids import check_job_id
 from ..producer.queue import Queue
 from ..producer.task import TaskCall
+from ..states import JobState
 from .common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -50,7 +55,7 @@ MAX_TASK_NAME: Final = 200  # a Task's name is 1..200 characters
 def add_parser(subparsers: Any) -> None:
     """Add ``jobs`` and ``enqueue`` to ``aiojobs-redis`` (an argparse subparsers object)."""
     jobs_doc = (__doc__ or "").split("\n\n``aiojobs-redis enqueue")[0]
-    p = subparsers.add_parser("jobs", help="show, retry or remove one job by its id",
+    p = subparsers.add_parser("jobs", help="show, retry, cancel or remove one job by its id",
                               description=plain(jobs_doc))
     sub = p.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
 
@@ -74,10 +79,10 @@ def add_parser(subparsers: Any) -> None:
     common(q)
     q.set_defaults(func=cmd_remove)
 
-    # `jobs cancel ID` goes here once the producer API has Job.cancel(): a parser like
-    # `remove`'s above and a cmd_cancel like cmd_remove below (JobNotFound and
-    # JobStateError exit 1 through _not_found / _refused), a line in the module's text, in
-    # docs/cli.md and in tests/test_cli.py.
+    q = sub.add_parser("cancel", help="cancel a waiting or delayed job, or stop an active one"
+                                      " (a finished job is refused)")
+    common(q)
+    q.set_defaults(func=cmd_cancel)
 
     p = subparsers.add_parser(
         "enqueue", help="enqueue a job of a task by name; prints the job id",
@@ -153,6 +158,7 @@ def info_dict(info: JobInfo) -> dict[str, Any]:
         "args": jsonable(info.args), "kwargs": jsonable(info.kwargs),
         "payload_error": info.payload_error,
         "progress": jsonable(info.progress), "result": jsonable(info.result),
+        "cancelled_by": info.cancelled_by, "cancel_requested": info.cancel_requested,
     }
 
 
@@ -175,6 +181,10 @@ def info_lines(info: JobInfo) -> Iterator[str]:
             yield row(name, iso_time(when))
     if info.worker:
         yield row("worker", info.worker)
+    if info.cancelled_by:
+        yield row("cancelled_by", info.cancelled_by)
+    if info.cancel_requested and info.state is JobState.ACTIVE:
+        yield row("cancel", "requested: its worker is stopping it")
     if info.payload_error:
         yield row("arguments", f"cannot be decoded: {info.payload_error}")
     else:
@@ -246,6 +256,33 @@ async def cmd_remove(args: argparse.Namespace) -> int:
             return await _refused(queue, job.id, "an active job cannot be removed (its"
                                                     " worker owns it until it finishes)")
     print(f"{args.queue} {args.job_id}: removed")
+    return EXIT_OK
+
+
+def requester() -> str:
+    """Who cancels, as the job's record keeps it: ``cli:<user>@<host>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no $USER/$LOGNAME and no passwd entry (a container)
+        user = "?"
+    who = f"cli:{user}@{socket.gethostname()}"
+    return who.encode()[:200].decode("utf-8", "ignore")  # the record keeps 1-200 bytes
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        job = queue.job(args.job_id)
+        try:
+            state = await job.cancel(by=requester())
+        except JobNotFound as e:
+            return await _not_found(queue, e)
+        except JobStateError:
+            return await _refused(queue, job.id, "only a waiting, delayed or active job can"
+                                                    " be cancelled")
+    if state is JobState.ACTIVE:
+        print(f"{args.queue} {args.job_id}: cancellation requested (running on its worker)")
+    else:
+        print(f"{args.queue} {args.job_id}: cancelled")
     return EXIT_OK
 
 

@@ -1,5 +1,5 @@
 """The aiojobs-redis command: run a worker, list live workers, check health,
-show counts, show, retry or remove a job, enqueue one, manage schedules, serve the
+show counts, show, retry, remove or cancel a job, enqueue one, manage schedules, serve the
 dashboard, run the demo."""
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ exit codes:
   {EXIT_UNHEALTHY}    unhealthy: no live worker serves the queue (health, workers),
        no such worker (health --worker-id), no such schedule (schedules remove);
        not found: no such queue (counts without --allow-empty), no such job (jobs);
-       refused by the job's state (jobs retry: not failed; jobs remove: active)
+       refused by the job's state (jobs retry: not failed; jobs remove: active;
+       jobs cancel: finished)
   {EXIT_USAGE}    usage or configuration error: bad option, missing or malformed URL,
        MODULE:ATTR that cannot be imported or is not a Worker, missing extra,
        bad JSON in enqueue --args/--kwargs, an invalid job id or queue name

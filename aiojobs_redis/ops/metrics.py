@@ -60,6 +60,8 @@ class Outcome(Protocol):
     def retry_delay_ms(self) -> int: ...
     @property
     def run_ms(self) -> float: ...
+    @property
+    def kind(self) -> int: ...  # 0 plain, 1 a retry that gives its attempt back, 2 cancelled
 
 #: size of the ring: one slot per minute, 24 hours
 MINUTE_SLOTS: Final = 1440
@@ -130,7 +132,8 @@ _WAIT_SUM, _RUN_SUM = _INDEX["wait_sum_ms"], _INDEX["run_sum_ms"]
 
 def outcome_increments(outcomes: Iterable[Outcome]) -> Increments:
     """What a batch of outcomes adds. A failure is counted as a retry when fail_jobs will
-    retry it (attempts left and a retry delay), else as failed for good.
+    retry it (attempts left and a retry delay, or an attempt given back), else as failed
+    for good; a cancelled attempt counts in no outcome counter (its times do count).
     (On the worker's hot path: plain list arithmetic.)"""
     inc = Increments()
     values = inc.values
@@ -139,6 +142,9 @@ def outcome_increments(outcomes: Iterable[Outcome]) -> Increments:
         job = o.job
         if o.ok:
             values[_COMPLETED] += 1
+        elif o.kind:
+            if o.kind == 1:
+                values[_RETRIED] += 1
         elif o.retry_delay_ms >= 0 and job.attempt < job.max_attempts:
             values[_RETRIED] += 1
         else:

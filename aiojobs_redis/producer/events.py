@@ -18,7 +18,7 @@ from ..connection import AnyRedis
 log = logging.getLogger("aiojobs_redis.events")
 
 #: events after which a job's result can be read
-FINAL_EVENTS = frozenset({b"completed", b"failed", b"removed"})
+FINAL_EVENTS = frozenset({b"completed", b"failed", b"cancelled", b"removed"})
 _BLOCK_MS = 5000
 _RECHECK_S = 5.0
 

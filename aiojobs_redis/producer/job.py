@@ -9,7 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from .. import codec
-from ..errors import JobFailed, JobNotFound, ResultTimeout
+from ..errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 from ..states import JobState
 
 R = TypeVar("R")
@@ -19,6 +19,7 @@ R = TypeVar("R")
 INFO_FIELDS = (
     "task", "payload", "state", "priority", "attempts", "max_attempts", "stalls", "progress",
     "result", "error", "traceback", "created", "started", "finished", "due", "worker",
+    "cancelled_by",
 )
 
 
@@ -45,6 +46,13 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     due_at: datetime | None = None
     worker: str | None = None
     payload_error: str | None = None  # set when the stored arguments cannot be decoded
+    #: who cancelled the job, or asked to (set from the request on)
+    cancelled_by: str | None = None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True while a cancel of this running job waits for its worker to stop it."""
+        return self.cancelled_by is not None and self.state is JobState.ACTIVE
 
     @classmethod
     def from_fields(cls, queue: str, job_id: str, values: list[bytes | None]) -> JobInfo:
@@ -78,6 +86,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
             due_at=_time(f["due"]),
             worker=_text(f["worker"]),
             payload_error=payload_error,
+            cancelled_by=_text(f["cancelled_by"]),
         )
 
 
@@ -115,6 +124,7 @@ class JobSource(Protocol):
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int: ...
     async def remove_job(self, job_id: str) -> None: ...
     async def promote_job(self, job_id: str) -> None: ...
+    async def cancel_job(self, job_id: str, *, by: str | None = None) -> JobState: ...
 
 
 class Job(Generic[R]):
@@ -159,6 +169,8 @@ class Job(Generic[R]):
             raise ResultTimeout(f"job {self.id!r} did not finish within {timeout} s")
         if info.state is JobState.FAILED:
             raise JobFailed(self.id, info.error or "unknown error", info.traceback)
+        if info.state is JobState.CANCELLED:
+            raise JobCancelled(self.id, info.cancelled_by)
         return info.result  # type: ignore[no-any-return]
 
     async def retry(self) -> None:
@@ -172,3 +184,7 @@ class Job(Generic[R]):
     async def promote(self) -> None:
         """Make a delayed job run now."""
         await self.queue.promote_job(self.id)
+
+    async def cancel(self, *, by: str | None = None) -> JobState:
+        """Cancel the job, from any process: see :meth:`Queue.cancel_job`."""
+        return await self.queue.cancel_job(self.id, by=by)

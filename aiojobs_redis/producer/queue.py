@@ -14,6 +14,7 @@ from ..connection import AnyRedis, blocking_client, check_client, client_from_ur
 from ..errors import (
     ConfigurationError,
     JobNotFound,
+    JobStateError,
     NotReplicated,
     status_error,
     wrap_redis_errors,
@@ -325,6 +326,40 @@ class Queue:
 
     async def promote_job(self, job_id: str) -> None:
         await self._job_script("promote_job", job_id, "promote")
+
+    async def cancel_job(self, job_id: str, *, by: str | None = None) -> JobState:
+        """Cancel a job from any process; ``by`` says who (recorded on the job).
+
+        A waiting or delayed job is cancelled at once and never runs: returns
+        ``JobState.CANCELLED``. A running job's worker is told through the queue's cancel
+        channel and cancels its handler within milliseconds (``CancelledError`` in an async
+        handler, ``current_job().cancelled`` for a sync one), then records it cancelled:
+        returns ``JobState.ACTIVE`` (``await job.result()`` then raises
+        :class:`JobCancelled`). A running job that finishes before its worker hears the
+        request keeps its outcome; one that would be retried or handed back is cancelled
+        instead. Raises :class:`JobNotFound` for an unknown id and :class:`JobStateError`
+        for a job already finished (completed, failed or cancelled).
+        """
+        job_id = check_job_id(job_id)
+        who = "api" if by is None else by
+        if not isinstance(who, str) or not 1 <= len(who.encode()) <= 200:
+            raise ConfigurationError("by must be a string of 1-200 bytes")
+        keep_count, keep_age = self.retention.failed_count, self.retention.failed_age_s
+        script = SCRIPTS["cancel_job"]
+        with wrap_redis_errors(f"cancel job {job_id!r}"):
+            reply = await script(self.client, script.keys_of(self.keys), [
+                self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id, who,
+                -1 if keep_count is None else keep_count,
+                -1 if keep_age is None else int(keep_age * 1000), self.keys.cancel_channel])
+        status = int(reply[0])
+        if status == 1:
+            return JobState.CANCELLED
+        if status == 2:
+            return JobState.ACTIVE
+        if status == -1:
+            raise JobNotFound(job_id, "cancel", "no such job (removed, or expired by retention)")
+        state = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        raise JobStateError(job_id, "cancel", f"the job already finished: it is {state}")
 
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job

@@ -62,19 +62,19 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "fail_jobs",
-        ("active", "wait", "delayed", "failed", "events", "marker", "seq"),
+        ("active", "wait", "delayed", "failed", "events", "marker", "seq", "cancelled"),
         ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "outcomes"),
     ),
     ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
     ScriptSpec(
         "recover_stalled",
-        ("active", "wait", "failed", "events", "marker", "meta"),
+        ("active", "wait", "failed", "events", "marker", "meta", "cancelled"),
         ("job_prefix", "events_maxlen", "max_stalls", "limit", "keep_count", "keep_age_ms",
          "gap_ms"),
     ),
     ScriptSpec(
         "return_jobs",
-        ("active", "wait", "events", "marker"),
+        ("active", "wait", "events", "marker", "cancelled"),
         ("job_prefix", "events_maxlen"),
         ("id", "token"),
     ),
@@ -85,8 +85,14 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "remove_job",
-        ("wait", "delayed", "completed", "failed", "events"),
+        ("wait", "delayed", "completed", "failed", "cancelled", "events"),
         ("job_prefix", "events_maxlen", "op_key", "id"),
+    ),
+    ScriptSpec(
+        "cancel_job",
+        ("wait", "delayed", "cancelled", "events"),
+        ("job_prefix", "events_maxlen", "op_key", "id", "by", "keep_count", "keep_age_ms",
+         "channel"),
     ),
     ScriptSpec(
         "retry_jobs",
@@ -102,7 +108,8 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec("drain_queue", ("wait", "delayed"), ("job_prefix", "limit")),
     ScriptSpec(
         "obliterate_queue",
-        ("wait", "delayed", "active", "completed", "failed", "events", "marker", "seq", "meta"),
+        ("wait", "delayed", "active", "completed", "failed", "cancelled", "events", "marker",
+         "seq", "meta"),
         ("job_prefix", "limit", "force"),
     ),
     ScriptSpec(

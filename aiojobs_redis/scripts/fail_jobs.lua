@@ -1,8 +1,10 @@
 #!lua flags=allow-oom
---[[ fail_jobs: active -> delayed | waiting (retry with backoff) or -> failed, for a batch,
-  fenced by each job's lease token. A job is retried while attempts < max_attempts and its
+--[[ fail_jobs: active -> delayed | waiting (retry with backoff) or -> failed, or ->
+  cancelled, for a batch, fenced by each job's lease token. A job is retried while attempts < max_attempts and its
   retry delay is not -1; an outcome marked uncounted (the handler raised
   Retry(count_attempt=False)) gives its attempt back and is retried whatever its attempts.
+  A job whose cancel was requested (field cancelled_by, see cancel_job) is cancelled instead,
+  whatever its outcome says, as is an outcome marked cancelled (its worker stopped it).
   KEYS[1] active    ZSET    job id -> lease deadline (ms)
   KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[3] delayed   ZSET    job id -> due time (ms)
@@ -10,18 +12,21 @@
   KEYS[5] events    STREAM  capped at about ARGV[2] entries
   KEYS[6] marker    ZSET    one member; wakes one idle worker
   KEYS[7] seq       STRING  FIFO sequence counter
+  KEYS[8] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
-  ARGV[3] keep_count   failed jobs to keep (-1: no count limit; 0: delete at once)
-  ARGV[4] keep_age_ms  failed jobs older than this are deleted (-1: no age limit)
+  ARGV[3] keep_count   failed (and cancelled) jobs to keep (-1: no count limit; 0: delete
+                       at once)
+  ARGV[4] keep_age_ms  failed (and cancelled) jobs older than this are deleted (-1: none)
   ARGV[5] outcomes     MessagePack array of [id, token, error, traceback, retry_delay_ms
-                       (, uncounted)]; retry_delay_ms -1: do not retry; uncounted: 1 or
-                       absent (with a delay >= 0: the attempt is given back)
+                       (, kind)]; retry_delay_ms -1: do not retry; kind absent: a failure,
+                       1: a retry that gives its attempt back (needs a delay >= 0),
+                       2: cancelled by its worker on a cancel request
   Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
-  Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 0 DUPLICATE
-           | -1 NO_JOB | -2 LEASE_LOST ]]
+  Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 3 CANCELLED
+           | 0 DUPLICATE | -1 NO_JOB | -2 LEASE_LOST ]]
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -33,20 +38,21 @@ if type(rows) ~= 'table' then return bad_input('fail_jobs', 'outcomes must be an
 for i, o in ipairs(rows) do
   if type(o) ~= 'table' or type(o[1]) ~= 'string' or type(o[2]) ~= 'string'
       or type(o[3]) ~= 'string' or type(o[4]) ~= 'string' or type(o[5]) ~= 'number'
-      or (o[6] ~= nil and o[6] ~= 1) or (o[6] == 1 and o[5] < 0) then
+      or (o[6] ~= nil and o[6] ~= 1 and o[6] ~= 2) or (o[6] == 1 and o[5] < 0) then
     return bad_input('fail_jobs', 'outcome ' .. i
-      .. ' is not [id, token, error, traceback, retry_delay_ms(, 1 when uncounted)]')
+      .. ' is not [id, token, error, traceback, retry_delay_ms(, kind 1 or 2)]')
   end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
 local out, done = {}, {}
-local failed, retried_any = 0, false
+local failed, cancelled, retried_any = 0, 0, false
 for _, o in ipairs(rows) do
   local id, token = o[1], o[2]
   local key = prefix .. id
-  local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'priority')
+  local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'priority',
+    'cancelled_by')
   local status
   if not job[1] then
     status = -1
@@ -57,7 +63,11 @@ for _, o in ipairs(rows) do
   else
     done[#done + 1] = id
     local delay, uncounted = o[5], o[6] == 1
-    if uncounted or (delay >= 0 and tonumber(job[3]) < tonumber(job[4])) then
+    if job[6] or o[6] == 2 then
+      status = 3
+      cancelled = cancelled + 1
+      to_cancelled(key, id, KEYS[8], KEYS[5], maxlen, now, keep_count, job[6] or 'its worker')
+    elseif uncounted or (delay >= 0 and tonumber(job[3]) < tonumber(job[4])) then
       status = 2
       retried_any = true
       if uncounted and tonumber(job[3]) > 0 then redis.call('HINCRBY', key, 'attempts', -1) end
@@ -91,4 +101,7 @@ end
 call_chunked({'ZREM', KEYS[1]}, done)
 if retried_any then redis.call('ZADD', KEYS[6], 0, 'w') end
 if failed > 0 then trim_finished(KEYS[4], prefix, now, keep_count, keep_age, failed) end
+if cancelled > 0 then
+  trim_finished(KEYS[8], prefix, now, keep_count, keep_age, cancelled)
+end
 return out

@@ -6,10 +6,11 @@
   KEYS[3] active     ZSET
   KEYS[4] completed  ZSET
   KEYS[5] failed     ZSET
-  KEYS[6] events     STREAM
-  KEYS[7] marker     ZSET
-  KEYS[8] seq        STRING
-  KEYS[9] meta       HASH
+  KEYS[6] cancelled  ZSET
+  KEYS[7] events     STREAM
+  KEYS[8] marker     ZSET
+  KEYS[9] seq        STRING
+  KEYS[10] meta      HASH
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] limit
   ARGV[3] force        1: also delete active jobs (their workers' outcomes will be refused)
@@ -21,8 +22,9 @@ local limit = tonumber(ARGV[2])
 -- a limit below 1 would delete nothing, report 0 and so drop the queue's keys under its jobs
 if not limit or limit < 1 then return bad_input('obliterate_queue', 'limit must be >= 1') end
 if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
-local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, limit)
+local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]},
+  limit)
 if removed == 0 then
-  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
 end
 return removed

@@ -3,7 +3,8 @@
   lease deadline has passed: their worker died, hung, or was cut off from Redis.
   The attempt is given back (a stall is not a failure of the job) and the token is cleared,
   so the old worker's late outcome is refused. A recovered job goes to the front of its
-  priority band: it has waited already.
+  priority band: it has waited already. A job whose cancel was requested (field
+  cancelled_by) is cancelled instead (and counted with the failed ones).
   Time during which Redis itself did not serve (a stall: DEBUG SLEEP, a slow fork or fsync,
   a VM pause; an outage or restart) does not count against leases: every call stamps
   meta.seen; a call that finds the last stamp older than ARGV[7] starts a new serving
@@ -16,11 +17,12 @@
   KEYS[4] events    STREAM  capped at about ARGV[2] entries
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] meta      HASH    fields seen, serving_since (ms): the serving clock
+  KEYS[7] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] max_stalls   a job that stalls more often than this is failed
   ARGV[4] limit        how many stalled jobs to handle in this call at most
-  ARGV[5] keep_count   failed jobs to keep (-1 or absent: no count limit; 0: delete at once)
+  ARGV[5] keep_count   failed (and cancelled) jobs to keep (-1 or absent: no count limit; 0: delete at once)
   ARGV[6] keep_age_ms  failed jobs older than this are deleted (-1 or absent: no age limit)
   ARGV[7] gap_ms       a pause between calls longer than this means Redis was not serving
                        (-1 or absent: no serving clock); the caller's lease / 2
@@ -57,11 +59,15 @@ if gap >= 0 then
 end
 local BAND = 1099511627776 -- 2^40
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-local requeued, failed = 0, 0
+local requeued, failed, cancelled = 0, 0, 0
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local job = redis.call('HMGET', key, 'priority', 'stalls', 'attempts', 'worker')
-  if job[1] then
+  local job = redis.call('HMGET', key, 'priority', 'stalls', 'attempts', 'worker',
+    'cancelled_by')
+  if job[1] and job[5] then
+    cancelled = cancelled + 1
+    to_cancelled(key, id, KEYS[7], KEYS[4], maxlen, now, keep_count, job[5])
+  elseif job[1] then
     local stalls = tonumber(job[2]) + 1
     local attempts = math.max(tonumber(job[3]) - 1, 0)
     if stalls > max_stalls then
@@ -89,4 +95,7 @@ end
 call_chunked({'ZREM', KEYS[1]}, ids)
 if requeued > 0 then redis.call('ZADD', KEYS[5], 0, 'w') end
 if failed > 0 then trim_finished(KEYS[3], prefix, now, keep_count, keep_age, failed) end
-return {requeued, failed, 0}
+if cancelled > 0 then
+  trim_finished(KEYS[7], prefix, now, keep_count, keep_age, cancelled)
+end
+return {requeued, failed + cancelled, 0}

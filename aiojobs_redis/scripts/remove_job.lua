@@ -1,11 +1,12 @@
 #!lua flags=allow-oom
---[[ remove_job: waiting | delayed | completed | failed -> (nothing). An active job is refused:
+--[[ remove_job: waiting | delayed | completed | failed | cancelled -> (nothing). An active job is refused:
   its worker owns it until it finishes or its lease runs out.
   KEYS[1] wait       ZSET    job id -> priority band * 2^40 + sequence
   KEYS[2] delayed    ZSET    job id -> due time (ms)
   KEYS[3] completed  ZSET    job id -> finished at (ms)
   KEYS[4] failed     ZSET    job id -> finished at (ms)
-  KEYS[5] events     STREAM  capped at about ARGV[2] entries
+  KEYS[5] cancelled  ZSET    job id -> finished at (ms)
+  KEYS[6] events     STREAM  capped at about ARGV[2] entries
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] op_key       fresh per call: the reply is kept there for 60 s, and the same call
@@ -22,7 +23,7 @@ local key = ARGV[1] .. id
 local state = redis.call('HGET', key, 'state')
 if not state then return -1 end
 if state == 'active' then return -3 end
-for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
+for k = 1, 5 do redis.call('ZREM', KEYS[k], id) end
 redis.call('DEL', key)
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'e', 'removed', 'id', id)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[2], '*', 'e', 'removed', 'id', id)
 return remember(ARGV[3], 1)

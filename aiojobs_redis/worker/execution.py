@@ -49,6 +49,8 @@ DEFAULT_BACKOFF = ExponentialBackoff()
 #: its result (or raises its exception). What the outermost returns is the job's result.
 Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 NO_RETRY = -1
+#: Outcome.kind, as fail_jobs reads it (its optional sixth value per outcome)
+PLAIN, RETRY_UNCOUNTED, CANCELLED = 0, 1, 2
 
 
 class FetchedJob:
@@ -75,8 +77,8 @@ class Outcome:
     """How an attempt ended. ``ok``: ``value`` is the encoded result; else ``error``,
     ``traceback`` and ``retry_delay_ms`` (-1: do not retry) describe the failure."""
 
-    __slots__ = ("error", "job", "ok", "retention", "retry_delay_ms", "run_ms", "traceback",
-                 "uncounted", "value")
+    __slots__ = ("error", "job", "kind", "ok", "retention", "retry_delay_ms", "run_ms",
+                 "traceback", "value")
 
     def __init__(self, job: FetchedJob, *, ok: bool, value: bytes = b"", error: str = "",
                  traceback: str = "", retry_delay_ms: int = NO_RETRY,
@@ -89,7 +91,9 @@ class Outcome:
         self.retry_delay_ms = retry_delay_ms
         self.retention = retention
         self.run_ms = 0.0  # how long the handler ran (set by the executor)
-        self.uncounted = False  # Retry(count_attempt=False): the attempt is given back
+        #: PLAIN; RETRY_UNCOUNTED: Retry(count_attempt=False), the attempt is given back;
+        #: CANCELLED: its worker stopped it on a cancel request
+        self.kind = PLAIN
 
 
 class Executor:
@@ -319,7 +323,8 @@ class Executor:
         delay_ms = (self._backoff_ms(task, options, max(job.attempt, 1)) if e.delay_s is None
                     else int(e.delay_s * 1000))
         outcome = _failure(job, error, tb, delay_ms, options.retention)
-        outcome.uncounted = not e.count_attempt
+        if not e.count_attempt:
+            outcome.kind = RETRY_UNCOUNTED
         return outcome
 
     def _failed(self, job: FetchedJob, task: Task[Any, Any], options: JobOptions, error: str,

@@ -25,7 +25,7 @@ from ..ops.metrics import add_outcomes
 from ..options import Retention
 from ..scripts import SCRIPTS, Batch
 from .context import JobContext
-from .execution import FetchedJob, Outcome
+from .execution import CANCELLED, NO_RETRY, PLAIN, FetchedJob, Outcome
 
 if TYPE_CHECKING:
     from ..producer.queue import Queue
@@ -90,11 +90,12 @@ class _Trip:
 class Running:
     """A job this lane is running."""
 
-    __slots__ = ("job", "lost", "returned", "task")
+    __slots__ = ("cancelled", "job", "lost", "returned", "task")
 
     def __init__(self, job: FetchedJob) -> None:
         self.job = job
         self.task: asyncio.Task[None] | None = None
+        self.cancelled = False  # its cancel was requested: report it cancelled
         self.lost = False  # the lease was lost: drop the outcome
         self.returned = False  # handed back at shutdown: drop the outcome
 
@@ -246,8 +247,9 @@ class Lane:
                                                    for o in chunk]
                 else:
                     rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
-                            if not o.uncounted else
-                            (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms, 1)
+                            if o.kind == PLAIN else
+                            (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms,
+                             o.kind)
                             for o in chunk]
                 args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
                 trip.sent.append((trip.batch.add(script, script.keys_of(k), args), chunk))
@@ -279,6 +281,11 @@ class Lane:
                 log.info("↻ %s %s:%s attempt %d failed (%.1f ms), retrying in %d ms: %s",
                          self.queue.name, job.task, job.id, job.attempt, o.run_ms,
                          o.retry_delay_ms, o.error, extra=self._fields(o, "retrying"))
+        elif status == 3:
+            if log.isEnabledFor(logging.INFO):
+                log.info("⊘ %s %s:%s cancelled (attempt %d, %.1f ms)", self.queue.name,
+                         job.task, job.id, job.attempt, o.run_ms,
+                         extra=self._fields(o, "cancelled"))
         elif status == 0:
             log.debug("%s %s:%s: outcome already recorded (a call sent again after a lost"
                       " reply)", self.queue.name, job.task, job.id)
@@ -320,9 +327,29 @@ class Lane:
         finally:
             del self.running[job.id]
             worker.release(1)
+        if entry.cancelled and not entry.lost and not entry.returned:
+            # whatever the handler did once cancelled (even return a value), it was cancelled
+            stopped = Outcome(job, ok=False, error="Cancelled", retry_delay_ms=NO_RETRY,
+                              retention=outcome.retention if outcome is not None else None)
+            stopped.kind = CANCELLED
+            stopped.run_ms = outcome.run_ms if outcome is not None else 0.0
+            outcome = stopped
         if outcome is not None and not entry.lost and not entry.returned:
             self.outcomes.append(outcome)
         self.wake.set()
+
+    def cancel_running(self, job_ids: list[str]) -> None:
+        """Cancel the handlers of these jobs, whose cancel was requested (those not running
+        here are someone else's); their outcome is reported as cancelled."""
+        for job_id in job_ids:
+            entry = self.running.get(job_id)
+            if entry is None or entry.task is None or entry.cancelled or entry.lost \
+                    or entry.returned:
+                continue
+            entry.cancelled = True
+            entry.task.cancel()
+            log.info("⊘ %s %s:%s: cancel requested; cancelling its handler", self.queue.name,
+                     entry.job.task, job_id)
 
     def mark_lost(self, job_ids: list[str]) -> None:
         cancelled = []

@@ -101,9 +101,13 @@ class LeaseKeeper:
                 for job_id, token in running[start:start + _LEASE_CHUNK]:
                     args += (job_id, token)
                 batch.add(script, keys, args)
-            lost = [j.decode() for chunk in await batch.execute(lane.queue.client) for j in chunk]
+            replies = await batch.execute(lane.queue.client)
+            lost = [j.decode() for lost_ids, _ in replies for j in lost_ids]
             if lost:
                 lane.mark_lost(lost)
+            cancel = [j.decode() for _, cancel_ids in replies for j in cancel_ids]
+            if cancel:
+                lane.cancel_running(cancel)
         await self.heartbeat()
 
     async def heartbeat(self) -> None:

@@ -29,6 +29,7 @@ from ..producer.queue import Queue
 from ..producer.task import Task, TaskRegistry
 from ..schedules.keeper import ScheduleKeeper
 from ..schedules.spec import Schedule
+from .cancels import CancelListener
 from .context import WorkerContext
 from .execution import Executor, Middleware
 from .lane import Lane
@@ -131,6 +132,8 @@ class Worker:
         self.failed = 0
         self.lanes: list[Lane] = []
         self.watchdog: LoopWatchdog | None = None
+        #: the cancel channels' listener; ``cancels.subscribed`` is set once it listens
+        self.cancels = CancelListener()
         self._free = concurrency
         self._stop_requested: asyncio.Event | None = None
         self._immediate = False
@@ -214,7 +217,8 @@ class Worker:
                               self.queues, max_stalls=self.max_stalls,
                               check_s=self.stalled_check_s, lease_ms=self.lease_ms).run(),
                               name="ajr-maintenance"),
-                          asyncio.create_task(self.watchdog.run(), name="ajr-watchdog")]
+                          asyncio.create_task(self.watchdog.run(), name="ajr-watchdog"),
+                          asyncio.create_task(self.cancels.run(self.lanes), name="ajr-cancels")]
             for detector in self.wipe_detectors.values():
                 with contextlib.suppress(RedisError, OSError, AiojobsRedisError):
                     await detector.claim()  # else the first check claims it

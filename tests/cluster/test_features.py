@@ -155,3 +155,36 @@ async def test_cli_commands_on_a_cluster_url(shard_queues: list[Queue],
         await wait_until(lambda: _completed(q, 3), timeout=15)
         health = await asyncio.to_thread(cli, "health", "--url", url, "--queue", q.name)
     assert health.returncode == 0 and health.stdout.startswith("OK"), health.stdout
+
+
+@task(name="cl.hang")
+async def hang_here(key: str) -> None:
+    _hanging.setdefault(key, asyncio.Event()).set()
+    await asyncio.Event().wait()  # until cancelled
+
+
+_hanging: dict[str, asyncio.Event] = {}
+
+
+async def test_cancel_reaches_the_worker_on_every_shard(shard_queues: list[Queue]) -> None:
+    """A running job on each of three shards is cancelled through its queue's channel
+    (PUBLISH from the script on that shard, one worker subscribed per client); a waiting
+    one is cancelled before it runs."""
+    from aiojobs_redis import JobCancelled
+
+    worker = Worker(shard_queues, tasks=[hang_here, plain], handle_signals=False)
+    async with running(worker):
+        await asyncio.wait_for(worker.cancels.subscribed.wait(), 10)
+        jobs = [await q.enqueue(hang_here, q.name) for q in shard_queues]
+        for q in shard_queues:
+            await wait_until(lambda q=q: q.name in _hanging, 10)
+        loop = asyncio.get_running_loop()
+        for job in jobs:
+            sent = loop.time()
+            assert await job.cancel(by="cluster-test") is JobState.ACTIVE
+            with pytest.raises(JobCancelled):
+                await job.result(timeout=10)
+            assert loop.time() - sent < 2, "pushed, not learnt from a lease renewal (10 s)"
+    waiting = await shard_queues[0].enqueue(plain, 1)
+    assert await waiting.cancel() is JobState.CANCELLED
+    assert (await waiting.info()).state is JobState.CANCELLED

@@ -19,6 +19,7 @@ _GROUP_LINE = re.compile(r"^\s*ARGV\[(\d+)\.\.\]\s+(?:groups of (\d+): (.+)|(job
 #: free memory (trimming, removal) or keep running work alive without growing it, so
 #: in-flight jobs can finish while new enqueues are refused
 ALLOW_OOM = {"complete_jobs", "fail_jobs", "extend_leases", "remove_job", "drain_queue",
+             "cancel_job",
              "record_metrics",
              "obliterate_queue"}
 

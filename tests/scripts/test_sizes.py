@@ -131,7 +131,7 @@ async def check_extend_leases(q: Queue, n: int) -> None:
     args: list[Any] = []
     for i, j in enumerate(jobs):
         args += (j.id, j.token if i < n - 1 else "wrong")
-    lost = await direct.run(q, "extend_leases", 600_000, *args)
+    lost, _ = await direct.run(q, "extend_leases", 600_000, *args)
     assert [x.decode() for x in lost] == [j.id for j in jobs[n - 1:]]
     soon = (await q.now()).timestamp() * 1000 + 60_000
     renewed = await q.client.zcount(q.keys.active, soon, "+inf")
@@ -248,7 +248,8 @@ CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
 
 
 #: the scripts that handle one job or schedule per call: no list to size
-SINGLE = {"promote_job", "remove_job", "update_progress", "upsert_schedule", "remove_schedule"}
+SINGLE = {"promote_job", "remove_job", "update_progress", "upsert_schedule", "remove_schedule",
+          "cancel_job"}
 
 
 def test_every_script_with_a_list_is_checked() -> None:
@@ -301,8 +302,8 @@ async def test_lists_of_100k_on_the_scripts_that_had_the_bug(big_queue: Queue) -
         return out
 
     # extend_leases: every lease renewed but the last one's, whose token is wrong
-    lost = await direct.run(q, "extend_leases", 600_000,
-                            *pairs(lambda i, j: j.token if i < n - 1 else "wrong"))
+    lost, _ = await direct.run(q, "extend_leases", 600_000,
+                               *pairs(lambda i, j: j.token if i < n - 1 else "wrong"))
     assert [x.decode() for x in lost] == ids[-1:]
     soon = (await q.now()).timestamp() * 1000 + 60_000
     assert await q.client.zcount(q.keys.active, soon, "+inf") == n - 1

@@ -96,7 +96,9 @@ async def test_extend_leases_reports_lost_ones(squeue: Queue) -> None:
     await squeue.enqueue("t", options=JobOptions(job_id="a"))
     await squeue.enqueue("t", options=JobOptions(job_id="b"))
     _, (a, b) = await direct.fetch(squeue, 2, lease_ms=1000)
-    lost = await direct.run(squeue, "extend_leases", 60_000, a.id, a.token, b.id, "wrong")
+    lost, cancel = await direct.run(squeue, "extend_leases", 60_000, a.id, a.token, b.id,
+                                    "wrong")
+    assert cancel == []
     assert lost == [b"b"]
     deadline = await squeue.client.zscore(squeue.keys.active, "a")
     assert deadline is not None and deadline > (await squeue.now()).timestamp() * 1000 + 50_000

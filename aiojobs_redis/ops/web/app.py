@@ -31,6 +31,7 @@ from ...errors import (
     RedisUnavailable,
     wrap_redis_errors,
 )
+from ...producer.job import JobInfo
 from ...producer.queue import Queue
 from ...scripts import SCRIPTS
 from ...states import FINISHED, STATE_SETS, JobState, state_key
@@ -66,6 +67,9 @@ DEFAULT_PAGE: Final = 20
 _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", "created",
                        "started", "finished", "due", "error", "worker", "progress")
 _FIELD_CAP: Final = 1024  # bytes of each field read for a job list
+#: the actions of POST .../jobs/{id}/<action> and POST .../job/<action>?id=
+JOB_ACTIONS: Final = ("retry", "promote", "cancel")
+_BY_CAP: Final = 150  # bytes of a user's name recorded as who cancelled a job (max 200)
 
 
 
@@ -143,7 +147,7 @@ class Api:
                      "limit": limit, "total": int(reply[0]), "jobs": jobs})
 
     async def job(self, request: Request) -> Response:
-        """.../jobs/{id} (GET, DELETE) and .../jobs/{id}/{retry|promote} (POST). The id
+        """.../jobs/{id} (GET, DELETE) and .../jobs/{id}/{retry|promote|cancel} (POST). The id
         is the rest of the path, decoded exactly (see path_segments): an id sent as one
         segment, '/' encoded, is read as it is, whatever it contains."""
         segments = path_segments(request)  # api, queues, <queue>, jobs, <id...>[, action]
@@ -153,29 +157,35 @@ class Api:
         rest = segments[4:]
         action = None
         if request.method == "POST":
-            if len(rest) < 2 or rest[-1] not in ("retry", "promote"):
-                raise ApiError(404, "not_found",
-                               "POST .../jobs/{id}/retry or .../jobs/{id}/promote")
+            if len(rest) < 2 or rest[-1] not in JOB_ACTIONS:
+                raise ApiError(404, "not_found", "POST .../jobs/{id}/retry,"
+                                                 " .../jobs/{id}/promote or .../jobs/{id}/cancel")
             action = rest.pop()
-        return await self.act(q, "/".join(rest), request.method, action)
+        return await self.act(q, "/".join(rest), request.method, action, by=requester(request))
 
     async def job_by_query(self, request: Request) -> Response:
-        """.../job?id= (GET, DELETE), .../job/retry?id= and .../job/promote?id= (POST):
-        the same with the id in the query string, for ids no URL path can carry ('.' and
-        '..', which clients resolve even percent-encoded)."""
+        """.../job?id= (GET, DELETE), .../job/retry?id=, .../job/promote?id= and
+        .../job/cancel?id= (POST): the same with the id in the query string, for ids no URL
+        path can carry ('.' and '..', which clients resolve even percent-encoded)."""
         q = self.queue(request)
         job_id = request.query_params.get("id")
         if job_id is None:
             raise ApiError(400, "bad_parameter", "give the job id as ?id=")
         action = path_segments(request)[-1] if request.method == "POST" else None
-        return await self.act(q, job_id, request.method, action)
+        return await self.act(q, job_id, request.method, action, by=requester(request))
 
-    async def act(self, q: Queue, raw_id: str, method: str, action: str | None) -> Response:
+    async def act(self, q: Queue, raw_id: str, method: str, action: str | None, *,
+                  by: str) -> Response:
         job_id = job_id_param(raw_id)
         if action == "retry":
             await q.retry_jobs([job_id], strict=True)
         elif action == "promote":
             await q.promote_job(job_id)
+        elif action == "cancel":
+            # CANCELLED: it was waiting or delayed and never runs; ACTIVE: its worker stops
+            # it and records it cancelled. A finished job: JobStateError, naming its state
+            state = await q.cancel_job(job_id, by=by)
+            return Json({"ok": True, "id": job_id, "action": action, "state": str(state)})
         elif method == "DELETE":
             await q.remove_job(job_id)
             return Json({"ok": True, "id": job_id, "action": "remove"})
@@ -183,7 +193,7 @@ class Api:
             info = await q.job_info(job_id)
             if info is None:
                 raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
-            return Json(info_json(info))
+            return Json(job_json(info))
         return Json({"ok": True, "id": job_id, "action": action})
 
     async def retry_failed(self, request: Request) -> Response:
@@ -241,6 +251,27 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return Json(openapi_document(read_only=self.read_only))
+
+
+def job_json(info: JobInfo) -> dict[str, Any]:
+    """One job as GET .../jobs/{id} answers it: the record, and who cancelled it."""
+    body = info_json(info)
+    body["cancelled_by"] = info.cancelled_by
+    body["cancel_requested"] = info.cancel_requested
+    return body
+
+
+def requester(request: Request) -> str:
+    """Who asks for a change, as a job's record keeps it (``cancelled_by``): ``http``, and
+    the user the host app authenticated, when it did (Starlette's AuthenticationMiddleware
+    in front of a mounted app: ``http:<user's display name>``). A token or an ``auth``
+    check names nobody."""
+    user = request.scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return "http"
+    name = " ".join(str(getattr(user, "display_name", "") or "").split())
+    name = name.encode()[:_BY_CAP].decode("utf-8", "ignore")
+    return f"http:{name}" if name else "http"
 
 
 # ------------------------------------------------------------------------ the dashboard
@@ -320,7 +351,7 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
     itself loads without it; open it as ``.../#token=<token>``);
     ``auth``: a host app's ``(request) -> bool`` check (sync or async), run on every
     request; it may raise ``starlette.exceptions.HTTPException``;
-    ``read_only``: every change (retry, remove, promote, pause, ...) is refused;
+    ``read_only``: every change (retry, remove, promote, cancel, pause, ...) is refused;
     ``insecure_open``: none of these: anyone who reaches the app may use it.
 
     ``allowed_hosts``: the ``Host`` names the app answers to besides the loopback names.
@@ -347,10 +378,14 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
         Route("/api/queues", api.list_queues, methods=["GET"]),
         Route(base, api.get_queue, methods=["GET"]),
         Route(base + "/jobs", api.list_jobs, methods=["GET"]),
+        # cancel has a route of its own (so the route table lists it, as OpenAPI does); an
+        # id with a '/' sent as such goes past it to the next route, which cancels too
+        Route(base + "/jobs/{job_id}/cancel", api.job, methods=["POST"]),
         Route(base + "/jobs/{rest:path}", api.job, methods=["GET", "DELETE", "POST"]),
         Route(base + "/job", api.job_by_query, methods=["GET", "DELETE"]),
         Route(base + "/job/retry", api.job_by_query, methods=["POST"]),
         Route(base + "/job/promote", api.job_by_query, methods=["POST"]),
+        Route(base + "/job/cancel", api.job_by_query, methods=["POST"]),
         Route(base + "/retry-failed", api.retry_failed, methods=["POST"]),
         Route(base + "/pause", api.pause, methods=["POST"]),
         Route(base + "/resume", api.resume, methods=["POST"]),

@@ -19,6 +19,18 @@ _ERROR: Final[dict[str, Any]] = {
                                             "message": {"type": "string"}}}},
 }
 _OBJECT: Final = {"type": "object"}
+_CANCELLED: Final[dict[str, Any]] = {
+    "type": "object", "required": ["ok", "id", "action", "state"], "properties": {
+        "ok": {"const": True}, "id": {"type": "string"}, "action": {"const": "cancel"},
+        "state": {"enum": ["cancelled", "active"], "description":
+                  "cancelled: the job was waiting or delayed and will never run; active: it"
+                  " is running, its worker stops it within milliseconds and records it"
+                  " cancelled"},
+    }}
+_CANCEL_TEXT: Final = (
+    "cancel a waiting, delayed or active job (409 once it has finished: completed, failed or"
+    " cancelled). Recorded as cancelled by 'http', or 'http:<user>' when the host app"
+    " authenticated a user")
 
 
 def _param(name: str, where: str, schema: dict[str, Any], text: str,
@@ -97,7 +109,8 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         ])},
         "/api/queues/{queue}/jobs/{job_id}": {
             "get": _op("one job: arguments and result (capped), progress, attempts, error and"
-                       " traceback, timestamps", [_QUEUE, _JOB]),
+                       " traceback, timestamps, who cancelled it (cancelled_by) and whether"
+                       " its cancellation is pending (cancel_requested)", [_QUEUE, _JOB]),
             "delete": _op("remove a job (refused while active: 409)", [_QUEUE, _JOB],
                           changes=True),
         },
@@ -107,6 +120,8 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         "/api/queues/{queue}/jobs/{job_id}/promote": {
             "post": _op("run a delayed job now (409 unless delayed)", [_QUEUE, _JOB],
                         changes=True)},
+        "/api/queues/{queue}/jobs/{job_id}/cancel": {
+            "post": _op(_CANCEL_TEXT, [_QUEUE, _JOB], changes=True, schema=_CANCELLED)},
         "/api/queues/{queue}/job": {
             "get": _op("one job, its id in the query string (any id)", [_QUEUE, _JOB_QUERY]),
             "delete": _op("remove a job, its id in the query string", [_QUEUE, _JOB_QUERY],
@@ -118,6 +133,9 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         "/api/queues/{queue}/job/promote": {
             "post": _op("promote a delayed job, its id in the query string",
                         [_QUEUE, _JOB_QUERY], changes=True)},
+        "/api/queues/{queue}/job/cancel": {
+            "post": _op("cancel a job, its id in the query string", [_QUEUE, _JOB_QUERY],
+                        changes=True, schema=_CANCELLED)},
         "/api/queues/{queue}/retry-failed": {
             "post": _op("put every failed job back to waiting", [_QUEUE], changes=True)},
         "/api/queues/{queue}/pause": {

@@ -51,6 +51,20 @@ local function trim_finished(set, prefix, now, keep_count, keep_age, added)
   end
 end
 
+-- an active job whose cancel was requested (field cancelled_by) -> cancelled, instead of
+-- any other way out of active (retry, stall, hand-back): record it, index it, tell.
+-- The caller removes the id from the active set and trims the cancelled set.
+local function to_cancelled(key, id, cancelled_set, events, maxlen, now, keep_count, by)
+  if keep_count == 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('HSET', key, 'state', 'cancelled', 'token', '', 'finished', now,
+      'error', 'Cancelled by ' .. by)
+    redis.call('ZADD', cancelled_set, now, id)
+  end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', 'cancelled', 'id', id, 'by', by)
+end
+
 -- delete up to `limit` jobs (hash and set entry) from these ZSETs, in order; returns how many
 local function purge_sets(prefix, sets, limit)
   local removed = 0

@@ -8,6 +8,9 @@
   // the job states, in order, come from the API (/api/queues "states"): a state added to
   // the server's table appears here with its count and its tab, with nothing to change
   let STATES = [];
+  // the states a job can be cancelled in (a rule of the server's, not a list to display):
+  // a finished job (completed, failed, cancelled) cannot be
+  const CANCELLABLE = new Set(["waiting", "active", "delayed"]);
 
   // The token arrives once in the URL's fragment (#token=...): a browser never sends a
   // fragment to a server, so the token is in no access log. It is kept for this tab only
@@ -155,6 +158,7 @@
   function jobTime(job) {
     switch (view.state) {
       case "failed": case "completed": return ago(job.finished_at);
+      case "cancelled": return ago(job.finished_at || job.created_at);
       case "delayed": return "due " + (job.due_at ? new Date(job.due_at).toLocaleTimeString() : "?");
       case "active": return "started " + ago(job.started_at);
       default: return "added " + ago(job.created_at);
@@ -167,23 +171,35 @@
       onclick: async (ev) => {
         ev.stopPropagation();
         ev.target.disabled = true;
-        try { await fn(); say(label + " " + job.id + ": done"); }
+        try {
+          const r = await fn();  // null: not done (the user said no); a string: what to say
+          if (r !== null) say(label + " " + job.id + ": " + (typeof r === "string" ? r : "done"));
+        }
         catch (e) { say(label + " " + job.id + ": " + e.message, true); }
         refresh(false);
       } }, label);
     if (job.state === "failed") buttons.push(act("Retry", "retry", () => api(jobUrl(job.id, "retry"), { method: "POST" })));
     if (job.state === "delayed") buttons.push(act("Promote", "promote", () => api(jobUrl(job.id, "promote"), { method: "POST" })));
+    if (CANCELLABLE.has(job.state)) buttons.push(act("Cancel", "cancel", () => cancelJob(job.id)));
     if (job.state !== "active") buttons.push(act("Remove", "remove", () => {
-      if (!confirm("Remove job " + job.id + "?")) return Promise.resolve();
+      if (!confirm("Remove job " + job.id + "?")) return Promise.resolve(null);
       return api(jobUrl(job.id), { method: "DELETE" });
     }));
     return buttons;
   }
 
+  // POST .../cancel: "cancelled" (it was waiting or delayed: it never runs) or "active"
+  // (it runs: its worker stops it and records it cancelled). Resolves to what to say.
+  async function cancelJob(id) {
+    if (!confirm("Cancel job " + id + "?")) return null;
+    const r = await api(jobUrl(id, "cancel"), { method: "POST" });
+    return r.state === "active" ? "cancellation requested (running on its worker)" : "cancelled";
+  }
+
   function renderJobs(data) {
     if (data.offset > 0 && data.offset >= data.total) view.offset = 0;  // the page emptied
     $("time-col").textContent = { failed: "failed", completed: "finished", delayed: "due",
-      active: "running", waiting: "waiting" }[view.state] || "time";
+      active: "running", waiting: "waiting", cancelled: "cancelled" }[view.state] || "time";
     const rows = data.jobs.map((job) => el("tr", { "data-job-id": job.id },
       el("td", { class: "id", title: job.id, onclick: () => { view.detail = job.id; loadDetail(); } },
         job.id.length > 28 ? job.id.slice(0, 27) + "…" : job.id),
@@ -216,6 +232,11 @@
       ["stalls", job.stalls], ["priority", job.priority], ["created", job.created_at],
       ["started", job.started_at], ["finished", job.finished_at], ["due", job.due_at],
       ["worker", job.worker]];
+    if (job.cancelled_by) fields.push(["cancelled by", job.cancelled_by]);
+    if (job.cancel_requested) fields.push(["cancel", "requested: its worker is stopping it"]);
+    const cancel = $("detail-cancel");
+    cancel.hidden = !CANCELLABLE.has(job.state) || !!job.cancel_requested;
+    cancel.dataset.jobId = job.id;
     $("detail-fields").replaceChildren(...fields.flatMap(([k, v]) =>
       [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]));
     $("detail-error").textContent = job.error || "–";
@@ -338,6 +359,15 @@
   $("prev-page").addEventListener("click", () => { view.offset = Math.max(0, view.offset - PAGE); refresh(false); });
   $("next-page").addEventListener("click", () => { view.offset += PAGE; refresh(false); });
   $("detail-close").addEventListener("click", () => { view.detail = null; $("job-detail").hidden = true; });
+  $("detail-cancel").addEventListener("click", async (ev) => {
+    const id = ev.target.dataset.jobId;
+    if (!id) return;
+    ev.target.disabled = true;
+    try { const r = await cancelJob(id); if (r) say("Cancel " + id + ": " + r); }
+    catch (e) { say("Cancel " + id + ": " + e.message, true); }
+    finally { ev.target.disabled = false; }
+    refresh(false);
+  });
   $("pause-btn").addEventListener("click", async () => {
     const resume = $("pause-btn").dataset.paused === "1";
     try { await api(qpath() + (resume ? "/resume" : "/pause"), { method: "POST" }); }

@@ -1,0 +1,52 @@
+#!lua flags=allow-oom
+--[[ cancel_job: waiting | delayed -> cancelled (the job never runs); active -> active with a
+  cancel request (field cancelled_by), published on the queue's cancel channel so that the
+  worker running it cancels its handler at once and records it cancelled (fail_jobs); the
+  request also holds when that worker is gone: the job is then cancelled, not retried,
+  when it leaves active (fail_jobs, recover_stalled, return_jobs). A finished job is refused.
+  KEYS[1] wait       ZSET    job id -> priority band * 2^40 + sequence
+  KEYS[2] delayed    ZSET    job id -> due time (ms)
+  KEYS[3] cancelled  ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[4] events     STREAM  capped at about ARGV[2] entries
+  ARGV[1] job_prefix   key prefix of job hashes
+  ARGV[2] events_maxlen
+  ARGV[3] op_key       fresh per call: a success is kept there for 60 s, and the same call
+                       sent again answers it without acting twice (a refusal writes nothing)
+  ARGV[4] id
+  ARGV[5] by           who cancels (1-200 bytes)
+  ARGV[6] keep_count   cancelled jobs to keep (-1: no count limit; 0: delete at once)
+  ARGV[7] keep_age_ms  cancelled jobs older than this are deleted (-1: no age limit)
+  ARGV[8] channel      the queue's cancel channel: PUBLISH <id> there for an active job
+  Derived: <job_prefix><id> HASH and each trimmed job's; ARGV[3] STRING (same hash tag)
+  Time:    redis.call('TIME')
+  Includes: lib/jobs.lua
+  Returns: {1} CANCELLED | {2} REQUESTED (active: its worker cancels it) | {-1} NO_JOB
+           | {-3, state} FINISHED (completed, failed or cancelled) ]]
+--!include jobs
+local memo = replayed(ARGV[3])
+if memo then return memo end
+local prefix, maxlen, id, by = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
+local keep_count, keep_age = tonumber(ARGV[6]), tonumber(ARGV[7])
+if not keep_count or not keep_age then
+  return bad_input('cancel_job', 'keep_count and keep_age_ms must be numbers')
+end
+if #by == 0 or #by > 200 then return bad_input('cancel_job', 'by must be 1-200 bytes') end
+local key = prefix .. id
+local state = redis.call('HGET', key, 'state')
+if not state then return {-1} end
+if state == 'active' then
+  redis.call('HSET', key, 'cancelled_by', by)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'cancelling', 'id', id,
+    'by', by)
+  redis.call('PUBLISH', ARGV[8], id)
+  return remember(ARGV[3], {2})
+end
+if state ~= 'waiting' and state ~= 'delayed' then return {-3, state} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[1], id)
+redis.call('ZREM', KEYS[2], id)
+redis.call('HSET', key, 'cancelled_by', by)
+to_cancelled(key, id, KEYS[3], KEYS[4], maxlen, now, keep_count, by)
+trim_finished(KEYS[3], prefix, now, keep_count, keep_age, 1)
+return remember(ARGV[3], {1})
