@@ -55,6 +55,9 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "op:<random>": ("STRING", "retry_jobs, promote_job, remove_job",
                     "the reply of one call, so that the call sent again answers it;"
                     " expires after 60 s"),
+    "dedup:<key>": ("STRING", "add_jobs",
+                    "one per open dedup window (JobOptions.dedup_key): the job id; expires"
+                    " with the window (dedup_ttl_s)"),
     "fetch:<nonce>": ("STRING", "fetch_jobs",
                       "the ids one fetch handed out (a replayed fetch hands out the same);"
                       " one per fetch of the last min(lease, 10 s)"),
@@ -133,6 +136,7 @@ class QueueKeys:
     metrics_total: str
     fetch_prefix: str
     op_prefix: str
+    dedup_prefix: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -162,6 +166,7 @@ class QueueKeys:
             metrics_total=base + "metrics:total",
             fetch_prefix=base + "fetch:",
             op_prefix=base + "op:",
+            dedup_prefix=base + "dedup:",
         )
 
     def job(self, job_id: str) -> str:

@@ -107,6 +107,12 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     backoff: Backoff | None = None
     timeout_s: float | None = None
     retention: Retention | None = None
+    #: enqueues with the same key within ``dedup_ttl_s`` of the first yield its job
+    dedup_key: str | None = None
+    dedup_ttl_s: float | None = None
+    #: with a dedup key: a later enqueue in the window replaces the pending job's arguments
+    #: and postpones it (its own delay, from now), and the window starts again
+    debounce: bool | None = None
 
     def __post_init__(self) -> None:
         # job_id's full rule is checked at enqueue (Queue.check_job_id, InvalidJobId)
@@ -135,6 +141,15 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             raise ConfigurationError(
                 f"retention must be a Retention, not {type(self.retention).__name__}"
             )
+        if self.dedup_key is not None:
+            if not isinstance(self.dedup_key, str) or not 1 <= len(self.dedup_key) <= 200:
+                raise ConfigurationError("dedup_key must be a str of 1-200 characters")
+            if self.dedup_ttl_s is None:
+                raise ConfigurationError("dedup_key needs dedup_ttl_s: the window's length")
+        if self.dedup_ttl_s is not None:
+            _check_range("dedup_ttl_s", self.dedup_ttl_s, 0.001, MAX_DURATION_S)
+        if self.debounce is not None and not isinstance(self.debounce, bool):
+            raise ConfigurationError("debounce must be a bool")
 
     def merged_over(self, base: JobOptions) -> JobOptions:
         """These options, with every unset field taken from ``base``."""

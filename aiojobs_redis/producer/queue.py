@@ -179,7 +179,8 @@ class Queue:
         script = SCRIPTS["add_jobs"]
         keys = script.keys_of(self.keys)
         for start in range(0, len(argv_rows), _CHUNK):
-            batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK])])
+            batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK]),
+                                     self.keys.dedup_prefix])
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
             results = await batch.execute(self.client)
         self.check_replicated(batch, "enqueue", tuple(ids))
@@ -187,6 +188,10 @@ class Queue:
         statuses = [s for chunk in results for s in chunk]
         mine = new_job_id.prefix  # ids made here are unique: one found existing was added
         for job_id, status in zip(ids, statuses, strict=True):  # by this call, sent again
+            if isinstance(status, bytes):  # the job an open dedup window names
+                holder = status.decode()  # (this very job when a lost reply was re-sent)
+                jobs.append(Job(self, holder, existed=holder != job_id))
+                continue
             existed = status == 0 and not job_id.startswith(mine)
             jobs.append(Job(self, job_id, existed=existed))
         return jobs
@@ -218,8 +223,13 @@ class Queue:
         due_at_ms = -1 if opts.run_at is None else int(opts.run_at.timestamp() * 1000)
         stored = JobOptions(backoff=opts.backoff, timeout_s=opts.timeout_s,
                             retention=opts.retention)
-        out.append([job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
-                    opts.attempts or 1, delay_ms, due_at_ms])
+        row = [job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
+               opts.attempts or 1, delay_ms, due_at_ms]
+        if opts.dedup_key is not None:
+            assert opts.dedup_ttl_s is not None  # JobOptions checks it
+            row += (opts.dedup_key, max(1, int(opts.dedup_ttl_s * 1000)),
+                    1 if opts.debounce else 0)
+        out.append(row)
         return job_id
 
     # ------------------------------------------------------------------ reading

@@ -47,7 +47,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
         ("wait", "delayed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen", "jobs"),
+        ("job_prefix", "events_maxlen", "jobs", "dedup_prefix"),
     ),
     ScriptSpec(
         "fetch_jobs",

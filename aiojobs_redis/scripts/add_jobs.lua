@@ -1,5 +1,8 @@
 #!lua
 --[[ add_jobs: (nothing) -> waiting | delayed, for one job or a batch; an existing id is left alone.
+  A job with a dedup key whose window is open (<dedup_prefix><key> names a job) is not
+  added: the reply names the existing job; with debounce, a waiting or delayed existing job
+  takes the new arguments and delay instead and the window starts again.
   KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[2] delayed   ZSET    job id -> due time (ms)
   KEYS[3] events    STREAM  capped at about ARGV[2] entries
@@ -8,12 +11,17 @@
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
-                       delay_ms, due_at_ms] (delay_ms > 0: relative to Redis TIME;
-                       due_at_ms > 0: absolute; -1: unset)
-  Derived: <job_prefix><id> HASH for each job (same hash tag)
+                       delay_ms, due_at_ms(, dedup_key, dedup_ttl_ms, debounce 0|1)]
+                       (delay_ms > 0: relative to Redis TIME; due_at_ms > 0: absolute;
+                       -1: unset)
+  ARGV[4] dedup_prefix key prefix of dedup windows
+  Derived: <job_prefix><id> HASH for each job; <dedup_prefix><key> STRING (job id, expires
+           with its window) for each dedup key (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
-  Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed) ]]
+  Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed)
+           | the id of the existing job its dedup key names (a string; with debounce that
+           job was updated) ]]
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
 local jobs = cmsgpack.unpack(ARGV[3])
@@ -22,9 +30,13 @@ for i, job in ipairs(jobs) do
   local ok = type(job) == 'table'
   for j = 1, 4 do ok = ok and type(job[j]) == 'string' end
   for j = 5, 8 do ok = ok and type(job[j]) == 'number' end
+  if ok and job[9] ~= nil then
+    ok = type(job[9]) == 'string' and #job[9] > 0 and type(job[10]) == 'number'
+      and job[10] > 0 and (job[11] == 0 or job[11] == 1)
+  end
   if not ok then
     return bad_input('add_jobs', 'job ' .. i .. ' is not [id, task, payload, options, priority,'
-      .. ' max_attempts, delay_ms, due_at_ms]')
+      .. ' max_attempts, delay_ms, due_at_ms(, dedup_key, dedup_ttl_ms, debounce)]')
   end
 end
 local t = redis.call('TIME')
@@ -37,9 +49,35 @@ local woke = false
 for i, job in ipairs(jobs) do
   local id = job[1]
   local key = prefix .. id
-  if redis.call('EXISTS', key) == 1 then
+  local window = job[9] and (ARGV[4] .. job[9])
+  local holder = window and redis.call('GET', window)
+  local held = holder and redis.call('HMGET', prefix .. holder, 'state', 'priority')
+  if held and not held[1] then holder = nil end -- its job is gone: the window is free
+  if holder and job[11] == 1 and (held[1] == 'waiting' or held[1] == 'delayed') then
+    -- debounce: the pending job takes the new arguments and delay; the window restarts
+    local hkey = prefix .. holder
+    local priority, delay, due_at = tonumber(held[2]), job[7], job[8]
+    local due = -1
+    if delay > 0 then due = now + delay elseif due_at > now then due = due_at end
+    redis.call('ZREM', KEYS[1], holder)
+    redis.call('ZREM', KEYS[2], holder)
+    if due > 0 then
+      redis.call('HSET', hkey, 'payload', job[3], 'state', 'delayed', 'due', due, 'ready', due)
+      redis.call('ZADD', KEYS[2], due, holder)
+    else
+      redis.call('HSET', hkey, 'payload', job[3], 'state', 'waiting', 'due', -1, 'ready', now)
+      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, holder)
+      woke = true
+    end
+    redis.call('SET', window, holder, 'PX', job[10])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'debounced', 'id', holder)
+    out[i] = holder
+  elseif holder and job[11] ~= 1 then
+    out[i] = holder
+  elseif redis.call('EXISTS', key) == 1 then
     out[i] = 0
   else
+    if window then redis.call('SET', window, id, 'PX', job[10]) end
     local priority, delay, due_at = job[5], job[7], job[8]
     local due = -1
     if delay > 0 then due = now + delay elseif due_at > now then due = due_at end

@@ -188,3 +188,13 @@ async def test_cancel_reaches_the_worker_on_every_shard(shard_queues: list[Queue
     waiting = await shard_queues[0].enqueue(plain, 1)
     assert await waiting.cancel() is JobState.CANCELLED
     assert (await waiting.info()).state is JobState.CANCELLED
+
+
+async def test_dedup_and_debounce_on_every_shard(shard_queues: list[Queue]) -> None:
+    for q in shard_queues:
+        first = await q.enqueue(plain.options(dedup_key="d", dedup_ttl_s=60, debounce=True,
+                                              delay_s=3600), 1)
+        again = await q.enqueue(plain.options(dedup_key="d", dedup_ttl_s=60, debounce=True,
+                                              delay_s=3600), 2)
+        assert again.id == first.id and (await first.info()).args == [2]
+        assert await q.client.pttl(q.keys.dedup_prefix + "d") > 0
