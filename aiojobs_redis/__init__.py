@@ -43,7 +43,7 @@ from .ops.registry import WorkerInfo, live_workers
 from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 from .producer.events import Event
 from .producer.headers import add_header_source, remove_header_source
-from .producer.job import Job, JobInfo
+from .producer.job import Job, JobInfo, JobLogLine
 from .producer.queue import Queue
 from .producer.task import Task, TaskCall, task
 from .schedules.spec import CatchUp, Schedule
@@ -80,6 +80,7 @@ __all__ = (
     "JobError",
     "JobFailed",
     "JobInfo",
+    "JobLogLine",
     "JobNotFound",
     "JobOptions",
     "JobState",

@@ -113,6 +113,9 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #: with a dedup key: a later enqueue in the window replaces the pending job's arguments
     #: and postpones it (its own delay, from now), and the window starts again
     debounce: bool | None = None
+    #: a job not started this many seconds after its enqueue never runs: it is failed as
+    #: expired when a worker would take it
+    expires_s: float | None = None
 
     def __post_init__(self) -> None:
         # job_id's full rule is checked at enqueue (Queue.check_job_id, InvalidJobId)
@@ -150,6 +153,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             _check_range("dedup_ttl_s", self.dedup_ttl_s, 0.001, MAX_DURATION_S)
         if self.debounce is not None and not isinstance(self.debounce, bool):
             raise ConfigurationError("debounce must be a bool")
+        if self.expires_s is not None:
+            _check_range("expires_s", self.expires_s, 0.001, MAX_DURATION_S)
 
     def merged_over(self, base: JobOptions) -> JobOptions:
         """These options, with every unset field taken from ``base``."""

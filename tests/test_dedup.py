@@ -95,10 +95,12 @@ def test_options_are_checked() -> None:
 async def test_a_malformed_dedup_row_is_refused_and_nothing_is_written(queue: Queue) -> None:
     good = ["ok", "t", codec.encode_args("t", (), {}), codec.encode_options(JobOptions()),
             0, 1, -1, -1]
-    for bad in (["", 1000, 0], ["k", 0, 0], ["k", 1000, 2]):
+    for bad in ({"dedup": "", "ttl_ms": 1000}, {"dedup": "k", "ttl_ms": 0},
+                {"dedup": "k", "ttl_ms": 1000, "debounce": 2}, {"debounce": 1},
+                {"expires_ms": 0}, ["k", 1000]):
         with pytest.raises(ResponseError, match="add_jobs"):
             await direct.run(queue, "add_jobs", queue.events_maxlen,
-                             codec.pack([good, [f"b{len(bad)}", *good[1:], *bad]]),
+                             codec.pack([good, ["bad", *good[1:], bad]]),
                              queue.keys.dedup_prefix)
     assert sum((await queue.counts()).values()) == 0
     assert not [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")

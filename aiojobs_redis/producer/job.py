@@ -113,6 +113,19 @@ def _value(v: bytes | None) -> Any:
         return None
 
 
+#: lines kept per job's log (the oldest go first), and characters kept per line
+LOG_LINES = 100
+LOG_LINE_CHARS = 2000
+
+
+class JobLogLine(msgspec.Struct, frozen=True):
+    """One line of a job's log (``current_job().log(...)``)."""
+
+    at: datetime  # Redis's time when it was written
+    attempt: int
+    text: str
+
+
 class JobSource(Protocol):
     """What a :class:`Job` handle needs of its queue (a :class:`~.queue.Queue` is one):
     the job module does not import the queue module."""
@@ -125,6 +138,9 @@ class JobSource(Protocol):
     async def remove_job(self, job_id: str) -> None: ...
     async def promote_job(self, job_id: str) -> None: ...
     async def cancel_job(self, job_id: str, *, by: str | None = None) -> JobState: ...
+    async def change_job(self, job_id: str, *, priority: int | None = None,
+                         delay_s: float | None = None) -> JobState: ...
+    async def job_logs(self, job_id: str) -> list[JobLogLine]: ...
 
 
 class Job(Generic[R]):
@@ -188,3 +204,13 @@ class Job(Generic[R]):
     async def cancel(self, *, by: str | None = None) -> JobState:
         """Cancel the job, from any process: see :meth:`Queue.cancel_job`."""
         return await self.queue.cancel_job(self.id, by=by)
+
+    async def change(self, *, priority: int | None = None,
+                     delay_s: float | None = None) -> JobState:
+        """Change a waiting or delayed job's priority and/or delay: see
+        :meth:`Queue.change_job`."""
+        return await self.queue.change_job(self.id, priority=priority, delay_s=delay_s)
+
+    async def logs(self) -> list[JobLogLine]:
+        """The job's log lines, oldest first (the last 100)."""
+        return await self.queue.job_logs(self.id)

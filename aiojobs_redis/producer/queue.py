@@ -6,7 +6,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from .. import codec
@@ -25,7 +25,7 @@ from ..scripts import SCRIPTS, Batch
 from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
 from .headers import HEADER_SOURCES, collect_headers
-from .job import INFO_FIELDS, Job, JobInfo
+from .job import INFO_FIELDS, LOG_LINES, Job, JobInfo, JobLogLine
 from .job_ids import check_job_id, new_job_id
 from .task import Task, TaskCall
 
@@ -225,10 +225,17 @@ class Queue:
                             retention=opts.retention)
         row = [job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
                opts.attempts or 1, delay_ms, due_at_ms]
-        if opts.dedup_key is not None:
-            assert opts.dedup_ttl_s is not None  # JobOptions checks it
-            row += (opts.dedup_key, max(1, int(opts.dedup_ttl_s * 1000)),
-                    1 if opts.debounce else 0)
+        if opts.dedup_key is not None or opts.expires_s is not None:
+            extras: dict[str, Any] = {}
+            if opts.dedup_key is not None:
+                assert opts.dedup_ttl_s is not None  # JobOptions checks it
+                extras["dedup"] = opts.dedup_key
+                extras["ttl_ms"] = max(1, int(opts.dedup_ttl_s * 1000))
+                if opts.debounce:
+                    extras["debounce"] = 1
+            if opts.expires_s is not None:
+                extras["expires_ms"] = max(1, int(opts.expires_s * 1000))
+            row.append(extras)
         out.append(row)
         return job_id
 
@@ -370,6 +377,56 @@ class Queue:
             raise JobNotFound(job_id, "cancel", "no such job (removed, or expired by retention)")
         state = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         raise JobStateError(job_id, "cancel", f"the job already finished: it is {state}")
+
+    async def change_job(self, job_id: str, *, priority: int | None = None,
+                         delay_s: float | None = None) -> JobState:
+        """Give a waiting or delayed job a new priority and/or a new delay.
+
+        ``priority``: -1000..1000 (a waiting job keeps its place among the jobs of its new
+        priority). ``delay_s``: run no earlier than this many seconds from now; 0 makes a
+        delayed job wait now. Returns the job's state after the change. Raises
+        :class:`JobNotFound` for an unknown id and :class:`JobStateError` for a job that
+        is running or finished.
+        """
+        job_id = check_job_id(job_id)
+        checked = JobOptions(priority=priority, delay_s=delay_s)  # the options' own checks
+        if priority is None and delay_s is None:
+            raise ConfigurationError("change_job needs a priority, a delay_s or both")
+        script = SCRIPTS["change_job"]
+        with wrap_redis_errors(f"change job {job_id!r}"):
+            reply = await script(self.client, script.keys_of(self.keys), [
+                self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id,
+                "" if checked.priority is None else checked.priority,
+                "" if checked.delay_s is None else int(checked.delay_s * 1000)])
+        status = int(reply[0])
+        if status == -1:
+            raise JobNotFound(job_id, "change", "no such job (removed, or expired by retention)")
+        state = JobState(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
+        if status == -3:
+            raise JobStateError(job_id, "change",
+                                f"only a waiting or delayed job can change: it is {state}")
+        return state
+
+    async def job_logs(self, job_id: str) -> list[JobLogLine]:
+        """The log lines of a job (``current_job().log(...)``), oldest first."""
+        key = self.keys.job(check_job_id(job_id))
+        with wrap_redis_errors(f"read the log of job {job_id!r}"):
+            written = await self.client.hget(key, "logs")
+            if written is None:
+                if not await self.client.exists(key):
+                    raise JobNotFound(job_id, "logs", "no such job")
+                return []
+            n = int(written)
+            fields = [f"log:{i}" for i in range(max(1, n - LOG_LINES + 1), n + 1)]
+            values = await self.client.hmget(key, fields)
+        lines = []
+        for raw in values:
+            if not isinstance(raw, bytes):
+                continue  # trimmed meanwhile
+            at, attempt, text = codec.decode_value(raw)
+            lines.append(JobLogLine(datetime.fromtimestamp(at / 1000, tz=UTC), int(attempt),
+                                    str(text)))
+        return lines
 
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job

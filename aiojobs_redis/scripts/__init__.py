@@ -51,9 +51,9 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "fetch_jobs",
-        ("wait", "delayed", "active", "events", "marker", "seq", "meta"),
+        ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
-         "promote_limit", "memo_prefix"),
+         "promote_limit", "memo_prefix", "keep_count", "keep_age_ms"),
     ),
     ScriptSpec(
         "complete_jobs",
@@ -87,6 +87,13 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         "remove_job",
         ("wait", "delayed", "completed", "failed", "cancelled", "events"),
         ("job_prefix", "events_maxlen", "op_key", "id"),
+    ),
+    ScriptSpec("append_log", ("events",),
+               ("job_prefix", "id", "token", "line", "cap", "events_maxlen")),
+    ScriptSpec(
+        "change_job",
+        ("wait", "delayed", "events", "marker", "seq"),
+        ("job_prefix", "events_maxlen", "op_key", "id", "priority", "delay_ms"),
     ),
     ScriptSpec(
         "cancel_job",

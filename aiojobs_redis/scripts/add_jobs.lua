@@ -11,9 +11,10 @@
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
-                       delay_ms, due_at_ms(, dedup_key, dedup_ttl_ms, debounce 0|1)]
-                       (delay_ms > 0: relative to Redis TIME; due_at_ms > 0: absolute;
-                       -1: unset)
+                       delay_ms, due_at_ms(, extras)] (delay_ms > 0: relative to Redis
+                       TIME; due_at_ms > 0: absolute; -1: unset); extras, a map of what is
+                       set of: dedup (key), ttl_ms (its window, with dedup), debounce (1),
+                       expires_ms (not started this long after the enqueue: expired)
   ARGV[4] dedup_prefix key prefix of dedup windows
   Derived: <job_prefix><id> HASH for each job; <dedup_prefix><key> STRING (job id, expires
            with its window) for each dedup key (same hash tag)
@@ -30,13 +31,17 @@ for i, job in ipairs(jobs) do
   local ok = type(job) == 'table'
   for j = 1, 4 do ok = ok and type(job[j]) == 'string' end
   for j = 5, 8 do ok = ok and type(job[j]) == 'number' end
-  if ok and job[9] ~= nil then
-    ok = type(job[9]) == 'string' and #job[9] > 0 and type(job[10]) == 'number'
-      and job[10] > 0 and (job[11] == 0 or job[11] == 1)
+  local x = ok and job[9]
+  if x ~= nil and x ~= false then
+    ok = type(x) == 'table' and x[1] == nil
+      and (x.dedup == nil or (type(x.dedup) == 'string' and #x.dedup > 0
+        and type(x.ttl_ms) == 'number' and x.ttl_ms > 0))
+      and (x.debounce == nil or (x.debounce == 1 and x.dedup ~= nil))
+      and (x.expires_ms == nil or (type(x.expires_ms) == 'number' and x.expires_ms > 0))
   end
   if not ok then
     return bad_input('add_jobs', 'job ' .. i .. ' is not [id, task, payload, options, priority,'
-      .. ' max_attempts, delay_ms, due_at_ms(, dedup_key, dedup_ttl_ms, debounce)]')
+      .. ' max_attempts, delay_ms, due_at_ms(, extras)]')
   end
 end
 local t = redis.call('TIME')
@@ -49,11 +54,12 @@ local woke = false
 for i, job in ipairs(jobs) do
   local id = job[1]
   local key = prefix .. id
-  local window = job[9] and (ARGV[4] .. job[9])
+  local x = job[9] or {}
+  local window = x.dedup and (ARGV[4] .. x.dedup)
   local holder = window and redis.call('GET', window)
   local held = holder and redis.call('HMGET', prefix .. holder, 'state', 'priority')
   if held and not held[1] then holder = nil end -- its job is gone: the window is free
-  if holder and job[11] == 1 and (held[1] == 'waiting' or held[1] == 'delayed') then
+  if holder and x.debounce and (held[1] == 'waiting' or held[1] == 'delayed') then
     -- debounce: the pending job takes the new arguments and delay; the window restarts
     local hkey = prefix .. holder
     local priority, delay, due_at = tonumber(held[2]), job[7], job[8]
@@ -69,15 +75,15 @@ for i, job in ipairs(jobs) do
       redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, holder)
       woke = true
     end
-    redis.call('SET', window, holder, 'PX', job[10])
+    redis.call('SET', window, holder, 'PX', x.ttl_ms)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'debounced', 'id', holder)
     out[i] = holder
-  elseif holder and job[11] ~= 1 then
+  elseif holder and not x.debounce then
     out[i] = holder
   elseif redis.call('EXISTS', key) == 1 then
     out[i] = 0
   else
-    if window then redis.call('SET', window, id, 'PX', job[10]) end
+    if window then redis.call('SET', window, id, 'PX', x.ttl_ms) end
     local priority, delay, due_at = job[5], job[7], job[8]
     local due = -1
     if delay > 0 then due = now + delay elseif due_at > now then due = due_at end
@@ -86,6 +92,7 @@ for i, job in ipairs(jobs) do
     redis.call('HSET', key, 'task', job[2], 'payload', job[3], 'opts', job[4],
       'priority', priority, 'max_attempts', job[6], 'attempts', 0, 'stalls', 0,
       'state', state, 'created', now, 'due', due, 'ready', math.max(due, now))
+    if x.expires_ms then redis.call('HSET', key, 'expires', now + x.expires_ms) end
     if due > 0 then
       redis.call('ZADD', KEYS[2], due, id)
     else

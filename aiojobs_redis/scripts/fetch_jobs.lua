@@ -1,5 +1,6 @@
 #!lua
 --[[ fetch_jobs: delayed -> waiting when due, then waiting -> active for up to ARGV[3] jobs.
+  A job taken after its 'expires' time (JobOptions.expires_s) -> failed as expired instead.
   KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[2] delayed   ZSET    job id -> due time (ms)
   KEYS[3] active    ZSET    job id -> lease deadline (ms)
@@ -7,6 +8,7 @@
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] seq       STRING  FIFO sequence counter
   KEYS[7] meta      HASH    queue settings; field 'paused'
+  KEYS[8] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] count        how many jobs to take at most (0: only promote and report)
@@ -17,6 +19,8 @@
   ARGV[8] memo_prefix  key prefix of the fetch memo: the ids a fetch handed out, kept under
                        <memo_prefix><token_nonce> for min(lease, 10 s); the same call sent
                        again (its reply was lost) hands out the same jobs, not others
+  ARGV[9] keep_count   failed jobs to keep (-1 or absent: no count limit; 0: delete at once)
+  ARGV[10] keep_age_ms failed jobs older than this are deleted (-1 or absent: none)
   Derived: <job_prefix><id> HASH for each job; <memo_prefix><token_nonce> STRING (same tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
@@ -26,12 +30,16 @@
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
 local count, lease, promote_limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
-if not count or not lease or not promote_limit or not ARGV[8] then
-  return bad_input('fetch_jobs', 'count, lease_ms and promote_limit must be numbers')
+local keep_count, keep_age = tonumber(ARGV[9] or -1), tonumber(ARGV[10] or -1)
+if not count or not lease or not promote_limit or not ARGV[8] or not keep_count
+    or not keep_age then
+  return bad_input('fetch_jobs', 'count, lease_ms, promote_limit, keep_count and keep_age_ms'
+    .. ' must be numbers')
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
+local EXPIRE_LIMIT = 1000 -- expired jobs handled per call at most (bounded work)
 local memo_key = ARGV[8] .. ARGV[6]
 
 local function next_due(out)
@@ -74,34 +82,56 @@ end
 
 local out = {-1}
 if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[1], count)
-  local leases, handed = {}, {}
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local key = prefix .. id
-    local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts', 'max_attempts',
-      'ready')
-    if job[1] then
-      local token = ARGV[6] .. ':' .. i
-      local attempt = tonumber(job[4]) + 1
-      redis.call('HSET', key, 'state', 'active', 'token', token, 'attempts', attempt,
-        'worker', ARGV[5], 'started', now)
-      leases[#leases + 1] = now + lease
-      leases[#leases + 1] = id
-      handed[#handed + 1] = id
-      handed[#handed + 1] = i
-      redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'active', 'id', id)
-      local n = #out
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
-      out[n + 5], out[n + 6], out[n + 7] = job[3], attempt, tonumber(job[5])
-      out[n + 8] = math.max(now - (tonumber(job[6]) or now), 0)
+  local leases, handed, expired = {}, {}, 0
+  local want, k, exhausted = count, 0, false
+  -- an expired job takes no slot: pop again for it, up to EXPIRE_LIMIT of them per call
+  while want > 0 do
+    local popped = redis.call('ZPOPMIN', KEYS[1], want)
+    if #popped < want * 2 then exhausted = true end
+    local expired_now = 0
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local key = prefix .. id
+      local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts',
+        'max_attempts', 'ready', 'expires')
+      if job[1] and job[7] and tonumber(job[7]) < now then
+        expired_now = expired_now + 1
+        if keep_count == 0 then
+          redis.call('DEL', key)
+        else
+          redis.call('HSET', key, 'state', 'failed', 'finished', now, 'error',
+            'Expired: not started by its deadline (expires_s), ' .. (now - tonumber(job[7]))
+            .. ' ms late', 'traceback', '')
+          redis.call('ZADD', KEYS[8], now, id)
+        end
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'expired', 'id', id)
+      elseif job[1] then
+        k = k + 1
+        want = want - 1
+        local token = ARGV[6] .. ':' .. k
+        local attempt = tonumber(job[4]) + 1
+        redis.call('HSET', key, 'state', 'active', 'token', token, 'attempts', attempt,
+          'worker', ARGV[5], 'started', now)
+        leases[#leases + 1] = now + lease
+        leases[#leases + 1] = id
+        handed[#handed + 1] = id
+        handed[#handed + 1] = k
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'active', 'id', id)
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
+        out[n + 5], out[n + 6], out[n + 7] = job[3], attempt, tonumber(job[5])
+        out[n + 8] = math.max(now - (tonumber(job[6]) or now), 0)
+      end
     end
+    expired = expired + expired_now
+    if exhausted or expired_now == 0 or expired >= EXPIRE_LIMIT then break end
   end
   call_chunked({'ZADD', KEYS[3]}, leases)
+  if expired > 0 then trim_finished(KEYS[8], prefix, now, keep_count, keep_age, expired) end
   if #handed > 0 then
     redis.call('SET', memo_key, cmsgpack.pack(handed), 'PX', math.max(math.min(lease, 10000), 1))
   end
-  if #popped == count * 2 and redis.call('ZCARD', KEYS[1]) > 0 then
+  if (not exhausted or expired >= EXPIRE_LIMIT) and redis.call('ZCARD', KEYS[1]) > 0 then
     redis.call('ZADD', KEYS[5], 0, 'w') -- more work: wake another idle worker
   end
 end

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..errors import status_error, wrap_redis_errors
+from ..producer.job import LOG_LINE_CHARS, LOG_LINES
 from ..scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -103,6 +104,30 @@ class JobContext:
                  codec.encode_value(value)],
             )
         error = status_error(int(status), self.id, "progress")
+        if error is not None:
+            raise error
+
+    async def log(self, text: str) -> None:
+        """Add a line to the job's log (``job.logs()``, the HTTP API, the dashboard), with
+        Redis's time and this attempt's number. A job keeps its last 100 lines, each cut at
+        2,000 characters; the log stays with the job (retried, kept, trimmed with it).
+
+        Raises :class:`LeaseLost` when another worker owns the job now.
+        From a sync handler: ``anyio.from_thread.run(ctx.log, text)``.
+        """
+        if not isinstance(text, str):
+            text = str(text)
+        if len(text) > LOG_LINE_CHARS:
+            text = text[:LOG_LINE_CHARS - 1] + "…"
+        q = self.queue
+        with wrap_redis_errors(f"log of job {self.id!r}"):
+            script = SCRIPTS["append_log"]
+            status = await script(
+                q.client, script.keys_of(q.keys),
+                [q.keys.job_prefix, self.id, self.token,
+                 codec.encode_value((0, self.attempt, text)), LOG_LINES, q.events_maxlen],
+            )
+        error = status_error(int(status), self.id, "log")
         if error is not None:
             raise error
 

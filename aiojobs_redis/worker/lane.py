@@ -120,6 +120,8 @@ class Lane:
         self._waker: asyncio.Task[None] | None = None
         self._outage = False
         self._unsent: _Trip | None = None  # a round trip whose reply was lost, to send again
+        # jobs that expired before a fetch took them obey the failed-job retention
+        self._expired_keep = _retention_args(queue.retention, ok=False)
         self._unreplicated = False
 
     # ---------------------------------------------------------------- the loop
@@ -258,7 +260,7 @@ class Lane:
             fetch = SCRIPTS["fetch_jobs"]
             trip.fetches.append((trip.batch.add(fetch, fetch.keys_of(k), [
                 k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
-                secrets.token_hex(6), _PROMOTE_LIMIT, k.fetch_prefix,
+                secrets.token_hex(6), _PROMOTE_LIMIT, k.fetch_prefix, *self._expired_keep,
             ]), want))
         return trip
 

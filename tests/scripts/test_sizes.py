@@ -249,7 +249,7 @@ CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
 
 #: the scripts that handle one job or schedule per call: no list to size
 SINGLE = {"promote_job", "remove_job", "update_progress", "upsert_schedule", "remove_schedule",
-          "cancel_job"}
+          "cancel_job", "change_job", "append_log"}
 
 
 def test_every_script_with_a_list_is_checked() -> None:
