@@ -141,8 +141,9 @@ async def test_a_job_not_started_before_it_expires_never_runs(queue: Queue) -> N
     assert info.state is JobState.FAILED and info.attempts == 0
     assert info.error is not None and info.error.startswith("Expired:")
     assert (await fresh.info()).state is JobState.COMPLETED
-    events = [fields[b"e"] for _, fields in await queue.client.xrange(queue.keys.events)]
-    assert b"expired" in events
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await queue.client.xrange(
+        queue.keys.events)  # type: ignore[assignment]
+    assert b"expired" in [fields[b"e"] for _, fields in entries]
     await check_invariants(queue.client, queue.keys)
 
 
