@@ -44,7 +44,7 @@ from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Rete
 from .producer.events import Event
 from .producer.headers import add_header_source, remove_header_source
 from .producer.job import Job, JobInfo, JobLogLine
-from .producer.queue import Queue
+from .producer.queue import Queue, QueueLimits
 from .producer.task import Task, TaskCall, task
 from .schedules.spec import CatchUp, Schedule
 from .schedules.store import ScheduleInfo, Schedules, Upserted
@@ -91,6 +91,7 @@ __all__ = (
     "NotReplicated",
     "OldestJobRule",
     "Queue",
+    "QueueLimits",
     "RedisError",
     "RedisOutOfMemory",
     "RedisUnavailable",

@@ -35,8 +35,10 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),
     "marker": ("ZSET", "add_jobs, fetch_jobs, resume", "one member: wakes one idle worker"),
     "seq": ("STRING", "add_jobs and every script that makes a job wait", "one integer"),
-    "meta": ("HASH", "pause, resume, recover_stalled (the serving clock: seen, serving_since)",
-             "a few fields"),
+    "meta": ("HASH", "pause, resume, set_limits, recover_stalled (the serving clock: seen,"
+             " serving_since)", "a few fields"),
+    "rate": ("ZSET", "fetch_jobs (with a rate limit: Queue.set_limits)",
+             "the starts of the last period: at most the limit's max_starts"),
     "workers": ("ZSET", "worker heartbeats (worker id -> when its record expires)",
                 "live workers; dead ones pruned by live workers one lease after expiry"),
     "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
@@ -137,6 +139,7 @@ class QueueKeys:
     fetch_prefix: str
     op_prefix: str
     dedup_prefix: str
+    rate: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -167,6 +170,7 @@ class QueueKeys:
             fetch_prefix=base + "fetch:",
             op_prefix=base + "op:",
             dedup_prefix=base + "dedup:",
+            rate=base + "rate",
         )
 
     def job(self, job_id: str) -> str:

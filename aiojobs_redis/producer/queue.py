@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
+import msgspec
+
 from .. import codec
 from ..connection import AnyRedis, blocking_client, check_client, client_from_url
 from ..errors import (
@@ -37,6 +39,20 @@ R = TypeVar("R")
 
 DEFAULT_EVENTS_MAXLEN: Final = 10_000
 _CHUNK = 500  # jobs per add_jobs call in a bulk enqueue
+
+
+class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """A queue's limits (``None``: that limit is off); see :meth:`Queue.set_limits`."""
+
+    max_starts: int | None = None
+    per_s: float | None = None
+    max_active: int | None = None
+
+
+def _check_limit(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an integer from {low} to {high},"
+                                 f" not {value!r}")
 class Queue:
     """A named queue on Redis. Owns no connection unless made with :meth:`from_url`.
 
@@ -474,6 +490,47 @@ class Queue:
             pipe.hdel(self.keys.meta, "paused")
             pipe.zadd(self.keys.marker, {"w": 0})
             await pipe.execute()
+
+    async def set_limits(self, *, max_starts: int | None = None, per_s: float | None = None,
+                         max_active: int | None = None) -> None:
+        """Limit this queue across all its workers (stored in Redis; replaces earlier limits).
+
+        ``max_starts`` per ``per_s`` seconds: at most that many jobs start in any window of
+        that length (a sliding window, by Redis's clock; retries count as starts).
+        ``max_active``: at most that many jobs of the queue run at once. A worker held back
+        by the rate limit sleeps until the window lets the next job start (no polling); one
+        held back by ``max_active`` takes the next job when one of its own finishes, and
+        looks again at least every 5 s. Jobs held back stay waiting, in order.
+        """
+        if (max_starts is None) != (per_s is None):
+            raise ConfigurationError("give max_starts and per_s together")
+        fields: dict[Any, Any] = {}  # redis-py types the mapping invariantly
+        if max_starts is not None and per_s is not None:
+            _check_limit("max_starts", max_starts, 1, 100_000)
+            if isinstance(per_s, bool) or not isinstance(per_s, int | float) \
+                    or not 0.001 <= per_s <= 86_400:
+                raise ConfigurationError(f"per_s must be from 0.001 to 86400, not {per_s!r}")
+            fields["rate_max"], fields["rate_ms"] = max_starts, max(1, round(per_s * 1000))
+        if max_active is not None:
+            _check_limit("max_active", max_active, 1, 1_000_000)
+            fields["max_active"] = max_active
+        with wrap_redis_errors(f"set the limits of queue {self.name!r}"):
+            pipe = self.client.pipeline(transaction=True)  # one slot: fine on Cluster too
+            pipe.hdel(self.keys.meta, "rate_max", "rate_ms", "max_active")
+            if fields:
+                pipe.hset(self.keys.meta, mapping=fields)
+            pipe.zadd(self.keys.marker, {"w": 0})  # idle workers look again
+            await pipe.execute()
+
+    async def limits(self) -> QueueLimits:
+        """The queue's limits as :meth:`set_limits` stored them."""
+        with wrap_redis_errors(f"read the limits of queue {self.name!r}"):
+            rate_max, rate_ms, max_active = await self.client.hmget(
+                self.keys.meta, ["rate_max", "rate_ms", "max_active"])
+        return QueueLimits(
+            max_starts=None if rate_max is None else int(rate_max),
+            per_s=None if rate_ms is None else int(rate_ms) / 1000,
+            max_active=None if max_active is None else int(max_active))
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job; returns how many."""

@@ -51,7 +51,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "fetch_jobs",
-        ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed"),
+        ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed", "rate"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
          "promote_limit", "memo_prefix", "keep_count", "keep_age_ms"),
     ),
@@ -116,7 +116,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "obliterate_queue",
         ("wait", "delayed", "active", "completed", "failed", "cancelled", "events", "marker",
-         "seq", "meta"),
+         "seq", "meta", "rate"),
         ("job_prefix", "limit", "force"),
     ),
     ScriptSpec(

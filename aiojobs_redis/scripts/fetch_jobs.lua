@@ -1,14 +1,17 @@
 #!lua
 --[[ fetch_jobs: delayed -> waiting when due, then waiting -> active for up to ARGV[3] jobs.
   A job taken after its 'expires' time (JobOptions.expires_s) -> failed as expired instead.
+  The queue's limits (meta: rate_max starts per rate_ms, max_active jobs active at once,
+  across all workers) bound how many are taken; a limited call says when to ask again.
   KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[2] delayed   ZSET    job id -> due time (ms)
   KEYS[3] active    ZSET    job id -> lease deadline (ms)
   KEYS[4] events    STREAM  capped at about ARGV[2] entries
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] seq       STRING  FIFO sequence counter
-  KEYS[7] meta      HASH    queue settings; field 'paused'
+  KEYS[7] meta      HASH    queue settings: paused, rate_max, rate_ms, max_active
   KEYS[8] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[9] rate      ZSET    the starts of the last rate_ms (token -> ms); at most rate_max
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] count        how many jobs to take at most (0: only promote and report)
@@ -24,7 +27,8 @@
   Derived: <job_prefix><id> HASH for each job; <memo_prefix><token_nonce> STRING (same tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
-  Returns: { ms until the next delayed job is due (-1: none), then groups of 8:
+  Returns: { ms until the next delayed job is due or a limit lets more start (-1: neither),
+             then groups of 8:
              id, token, task, payload, options, attempt (1-based), max_attempts,
              ms the job waited since it became runnable (its 'ready' time) } ]]
 --!include jobs
@@ -80,10 +84,12 @@ if #due > 0 then
   call_chunked({'ZREM', KEYS[2]}, due)
 end
 
-local out = {-1}
-if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
+-- waiting -> active for up to `want` jobs (expired ones -> failed, not counted); a start
+-- is recorded in the rate window when `rated`; `limited`: a limit cut `want` down
+local function take(want, rated, limited)
+  local out = {-1}
   local leases, handed, expired = {}, {}, 0
-  local want, k, exhausted = count, 0, false
+  local k, exhausted = 0, false
   -- an expired job takes no slot: pop again for it, up to EXPIRE_LIMIT of them per call
   while want > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[1], want)
@@ -116,6 +122,7 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
         leases[#leases + 1] = id
         handed[#handed + 1] = id
         handed[#handed + 1] = k
+        if rated then redis.call('ZADD', KEYS[9], now, token) end
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'active', 'id', id)
         local n = #out
         out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, token, job[1], job[2]
@@ -131,9 +138,36 @@ if count > 0 and redis.call('HEXISTS', KEYS[7], 'paused') == 0 then
   if #handed > 0 then
     redis.call('SET', memo_key, cmsgpack.pack(handed), 'PX', math.max(math.min(lease, 10000), 1))
   end
-  if (not exhausted or expired >= EXPIRE_LIMIT) and redis.call('ZCARD', KEYS[1]) > 0 then
+  if not limited and (not exhausted or expired >= EXPIRE_LIMIT)
+      and redis.call('ZCARD', KEYS[1]) > 0 then
     redis.call('ZADD', KEYS[5], 0, 'w') -- more work: wake another idle worker
   end
+  return out
 end
 
+local out = {-1}
+local meta = count > 0 and redis.call('HMGET', KEYS[7], 'paused', 'rate_max', 'rate_ms',
+  'max_active') or {true}
+local reopen = -1 -- ms until a limit lets more jobs start (-1: not limited by time)
+if not meta[1] then
+  local want = count
+  local rate_max, rate_ms = tonumber(meta[2]), tonumber(meta[3])
+  local rated = rate_max ~= nil and rate_ms ~= nil
+  if meta[4] then want = math.min(want, tonumber(meta[4]) - redis.call('ZCARD', KEYS[3])) end
+  if rated then
+    redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - rate_ms)
+    want = math.min(want, rate_max - redis.call('ZCARD', KEYS[9]))
+  end
+  if want > 0 then out = take(want, rated, want < count) end
+  if rated and redis.call('ZCARD', KEYS[9]) >= rate_max then
+    -- the window is full: when its oldest start leaves it, the next job may start
+    local first = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
+    reopen = math.max(tonumber(first[2]) + rate_ms - now, 1)
+  end
+end
+if reopen >= 0 then
+  out = next_due(out)
+  if out[1] < 0 or reopen < out[1] then out[1] = reopen end
+  return out
+end
 return next_due(out)

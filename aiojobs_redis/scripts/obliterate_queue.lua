@@ -11,6 +11,7 @@
   KEYS[8] marker     ZSET
   KEYS[9] seq        STRING
   KEYS[10] meta      HASH
+  KEYS[11] rate      ZSET
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] limit
   ARGV[3] force        1: also delete active jobs (their workers' outcomes will be refused)
@@ -25,6 +26,6 @@ if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
 local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]},
   limit)
 if removed == 0 then
-  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11])
 end
 return removed

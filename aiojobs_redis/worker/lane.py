@@ -149,12 +149,13 @@ class Lane:
                 flushed = bool(self.outcomes) or self._unsent is not None
                 fetched = want > 0 or (self._unsent is not None and bool(self._unsent.fetches))
                 got = await self._round_trip(want)
-                if self.burst:
-                    if fetched and not got and not self.running and not self.outcomes \
-                            and self.next_due_ms < 0:
-                        break
-                    if flushed:
-                        self.idle = False  # look again: a retry may have made work
+                if self.burst and fetched and not got and not self.running \
+                        and not self.outcomes and self.next_due_ms < 0:
+                    break
+                if flushed and not fetched:
+                    # look again: a retry may have made work, and a finished job may have
+                    # freed room under the queue's max_active
+                    self.idle = False
             # the failed round trip is kept whole (its fetch with the slots it reserved)
             # and sent again first, after a pause
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
