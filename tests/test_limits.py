@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiojobs_redis import ConfigurationError, Queue, QueueLimits, Worker, task
+from aiojobs_redis.connection import AnyRedis
 
 from .test_worker import running
 
@@ -41,7 +42,7 @@ def _fresh() -> None:
     active_now = active_peak = 0
 
 
-async def _fetch_calls(client: aioredis.Redis) -> int:
+async def _fetch_calls(client: AnyRedis) -> int:
     stats = await client.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
@@ -102,4 +103,4 @@ async def test_limits_can_be_cleared_and_are_checked(queue: Queue) -> None:
                 {"max_starts": 5, "per_s": 0}, {"max_active": 0},
                 {"max_active": True}, {"max_starts": 5, "per_s": float("nan")}):
         with pytest.raises(ConfigurationError):
-            await queue.set_limits(**bad)  # type: ignore[arg-type]
+            await queue.set_limits(**bad)
