@@ -35,8 +35,11 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),
     "marker": ("ZSET", "add_jobs, fetch_jobs, resume", "one member: wakes one idle worker"),
     "seq": ("STRING", "add_jobs and every script that makes a job wait", "one integer"),
-    "meta": ("HASH", "pause, resume, set_limits, recover_stalled (the serving clock: seen,"
-             " serving_since)", "a few fields"),
+    "meta": ("HASH", "pause, resume, set_limits, fetch_jobs (v: fair groups), recover_stalled"
+             " (the serving clock: seen, serving_since)", "a few fields"),
+    "groups": ("ZSET", "add_jobs, fetch_jobs",
+               "one member per group with jobs placed ahead of the last job taken (fair"
+               " groups); the others are dropped by fetch_jobs"),
     "rate": ("ZSET", "fetch_jobs (with a rate limit: Queue.set_limits)",
              "the starts of the last period: at most the limit's max_starts"),
     "workers": ("ZSET", "worker heartbeats (worker id -> when its record expires)",
@@ -140,6 +143,7 @@ class QueueKeys:
     op_prefix: str
     dedup_prefix: str
     rate: str
+    groups: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -171,6 +175,7 @@ class QueueKeys:
             op_prefix=base + "op:",
             dedup_prefix=base + "dedup:",
             rate=base + "rate",
+            groups=base + "groups",
         )
 
     def job(self, job_id: str) -> str:

@@ -116,6 +116,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #: a job not started this many seconds after its enqueue never runs: it is failed as
     #: expired when a worker would take it
     expires_s: float | None = None
+    #: the job's group (a tenant, an account): waiting jobs of different groups take turns
+    group: str | None = None
 
     def __post_init__(self) -> None:
         # job_id's full rule is checked at enqueue (Queue.check_job_id, InvalidJobId)
@@ -155,6 +157,9 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             raise ConfigurationError("debounce must be a bool")
         if self.expires_s is not None:
             _check_range("expires_s", self.expires_s, 0.001, MAX_DURATION_S)
+        if self.group is not None and (not isinstance(self.group, str)
+                                       or not 1 <= len(self.group.encode()) <= 200):
+            raise ConfigurationError("group must be a str of 1-200 bytes")
 
     def merged_over(self, base: JobOptions) -> JobOptions:
         """These options, with every unset field taken from ``base``."""

@@ -241,7 +241,7 @@ class Queue:
                             retention=opts.retention)
         row = [job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
                opts.attempts or 1, delay_ms, due_at_ms]
-        if opts.dedup_key is not None or opts.expires_s is not None:
+        if opts.dedup_key is not None or opts.expires_s is not None or opts.group is not None:
             extras: dict[str, Any] = {}
             if opts.dedup_key is not None:
                 assert opts.dedup_ttl_s is not None  # JobOptions checks it
@@ -251,6 +251,8 @@ class Queue:
                     extras["debounce"] = 1
             if opts.expires_s is not None:
                 extras["expires_ms"] = max(1, int(opts.expires_s * 1000))
+            if opts.group is not None:
+                extras["group"] = opts.group
             row.append(extras)
         out.append(row)
         return job_id

@@ -46,12 +46,13 @@ class ScriptSpec:
 SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
-        ("wait", "delayed", "events", "marker", "seq"),
+        ("wait", "delayed", "events", "marker", "seq", "meta", "groups"),
         ("job_prefix", "events_maxlen", "jobs", "dedup_prefix"),
     ),
     ScriptSpec(
         "fetch_jobs",
-        ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed", "rate"),
+        ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed", "rate",
+         "groups"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
          "promote_limit", "memo_prefix", "keep_count", "keep_age_ms"),
     ),
@@ -116,7 +117,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "obliterate_queue",
         ("wait", "delayed", "active", "completed", "failed", "cancelled", "events", "marker",
-         "seq", "meta", "rate"),
+         "seq", "meta", "rate", "groups"),
         ("job_prefix", "limit", "force"),
     ),
     ScriptSpec(

@@ -3,18 +3,25 @@
   A job with a dedup key whose window is open (<dedup_prefix><key> names a job) is not
   added: the reply names the existing job; with debounce, a waiting or delayed existing job
   takes the new arguments and delay instead and the window starts again.
+  Fair groups: a job with a group gets the place max(V, its group's last place + 1) in its
+  priority band, V being the place of the last job a worker took (meta.v): the waiting
+  jobs of backlogged groups interleave one by one (start-time fair queuing), and a group's
+  burst does not make other groups wait behind it. Jobs without a group are one more flow.
   KEYS[1] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[2] delayed   ZSET    job id -> due time (ms)
   KEYS[3] events    STREAM  capped at about ARGV[2] entries
   KEYS[4] marker    ZSET    one member; wakes one idle worker
-  KEYS[5] seq       STRING  FIFO sequence counter
+  KEYS[5] seq       STRING  FIFO sequence counter: the last place of the jobs without a group
+  KEYS[6] meta      HASH    field v: the place of the last job a worker took
+  KEYS[7] groups    ZSET    group -> the last place given to one of its jobs
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
                        delay_ms, due_at_ms(, extras)] (delay_ms > 0: relative to Redis
                        TIME; due_at_ms > 0: absolute; -1: unset); extras, a map of what is
                        set of: dedup (key), ttl_ms (its window, with dedup), debounce (1),
-                       expires_ms (not started this long after the enqueue: expired)
+                       expires_ms (not started this long after the enqueue: expired),
+                       group (1-200 bytes: its fair share among groups)
   ARGV[4] dedup_prefix key prefix of dedup windows
   Derived: <job_prefix><id> HASH for each job; <dedup_prefix><key> STRING (job id, expires
            with its window) for each dedup key (same hash tag)
@@ -38,6 +45,7 @@ for i, job in ipairs(jobs) do
         and type(x.ttl_ms) == 'number' and x.ttl_ms > 0))
       and (x.debounce == nil or (x.debounce == 1 and x.dedup ~= nil))
       and (x.expires_ms == nil or (type(x.expires_ms) == 'number' and x.expires_ms > 0))
+      and (x.group == nil or (type(x.group) == 'string' and #x.group > 0 and #x.group <= 200))
   end
   if not ok then
     return bad_input('add_jobs', 'job ' .. i .. ' is not [id, task, payload, options, priority,'
@@ -48,7 +56,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
 local n = #jobs
-local seq = tonumber(redis.call('INCRBY', KEYS[5], n)) - n
+local v = tonumber(redis.call('HGET', KEYS[6], 'v') or 0)
+-- the jobs without a group: places after their flow's last one, never before V
+local seq = math.max(tonumber(redis.call('GET', KEYS[5]) or 0), v)
+redis.call('SET', KEYS[5], seq + n)
 local out = {}
 local woke = false
 for i, job in ipairs(jobs) do
@@ -96,7 +107,13 @@ for i, job in ipairs(jobs) do
     if due > 0 then
       redis.call('ZADD', KEYS[2], due, id)
     else
-      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, id)
+      local place = seq + i
+      if x.group then
+        place = math.max(v, tonumber(redis.call('ZSCORE', KEYS[7], x.group) or -1) + 1)
+        redis.call('ZADD', KEYS[7], place, x.group)
+        redis.call('HSET', key, 'group', x.group)
+      end
+      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + place, id)
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
     woke = true

@@ -9,9 +9,11 @@
   KEYS[4] events    STREAM  capped at about ARGV[2] entries
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] seq       STRING  FIFO sequence counter
-  KEYS[7] meta      HASH    queue settings: paused, rate_max, rate_ms, max_active
+  KEYS[7] meta      HASH    paused, rate_max, rate_ms, max_active; v: the place (in its
+                            band) of the last job taken, for fair groups (add_jobs)
   KEYS[8] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[9] rate      ZSET    the starts of the last rate_ms (token -> ms); at most rate_max
+  KEYS[10] groups   ZSET    group -> last place given (add_jobs); places below V dropped here
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] count        how many jobs to take at most (0: only promote and report)
@@ -86,10 +88,10 @@ end
 
 -- waiting -> active for up to `want` jobs (expired ones -> failed, not counted); a start
 -- is recorded in the rate window when `rated`; `limited`: a limit cut `want` down
-local function take(want, rated, limited)
+local function take(want, rated, limited, v)
   local out = {-1}
   local leases, handed, expired = {}, {}, 0
-  local k, exhausted = 0, false
+  local k, exhausted, top = 0, false, v
   -- an expired job takes no slot: pop again for it, up to EXPIRE_LIMIT of them per call
   while want > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[1], want)
@@ -98,6 +100,7 @@ local function take(want, rated, limited)
     for i = 1, #popped, 2 do
       local id = popped[i]
       local key = prefix .. id
+      top = math.max(top, tonumber(popped[i + 1]) % BAND)
       local job = redis.call('HMGET', key, 'task', 'payload', 'opts', 'attempts',
         'max_attempts', 'ready', 'expires')
       if job[1] and job[7] and tonumber(job[7]) < now then
@@ -134,6 +137,11 @@ local function take(want, rated, limited)
     if exhausted or expired_now == 0 or expired >= EXPIRE_LIMIT then break end
   end
   call_chunked({'ZADD', KEYS[3]}, leases)
+  if top > v then
+    redis.call('HSET', KEYS[7], 'v', top)
+    -- a group whose last place is below V gets V next anyway: its entry is not needed
+    redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', '(' .. top)
+  end
   if expired > 0 then trim_finished(KEYS[8], prefix, now, keep_count, keep_age, expired) end
   if #handed > 0 then
     redis.call('SET', memo_key, cmsgpack.pack(handed), 'PX', math.max(math.min(lease, 10000), 1))
@@ -147,7 +155,7 @@ end
 
 local out = {-1}
 local meta = count > 0 and redis.call('HMGET', KEYS[7], 'paused', 'rate_max', 'rate_ms',
-  'max_active') or {true}
+  'max_active', 'v') or {true}
 local reopen = -1 -- ms until a limit lets more jobs start (-1: not limited by time)
 if not meta[1] then
   local want = count
@@ -158,7 +166,7 @@ if not meta[1] then
     redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - rate_ms)
     want = math.min(want, rate_max - redis.call('ZCARD', KEYS[9]))
   end
-  if want > 0 then out = take(want, rated, want < count) end
+  if want > 0 then out = take(want, rated, want < count, tonumber(meta[5] or 0)) end
   if rated and redis.call('ZCARD', KEYS[9]) >= rate_max then
     -- the window is full: when its oldest start leaves it, the next job may start
     local first = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')

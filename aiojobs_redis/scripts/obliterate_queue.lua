@@ -12,6 +12,7 @@
   KEYS[9] seq        STRING
   KEYS[10] meta      HASH
   KEYS[11] rate      ZSET
+  KEYS[12] groups    ZSET
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] limit
   ARGV[3] force        1: also delete active jobs (their workers' outcomes will be refused)
@@ -26,6 +27,6 @@ if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
 local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]},
   limit)
 if removed == 0 then
-  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11])
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
 end
 return removed
