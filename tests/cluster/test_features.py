@@ -198,3 +198,48 @@ async def test_dedup_and_debounce_on_every_shard(shard_queues: list[Queue]) -> N
                                               delay_s=3600), 2)
         assert again.id == first.id and (await first.info()).args == [2]
         assert await q.client.pttl(q.keys.dedup_prefix + "d") > 0
+
+
+_asked: dict[str, int] = {}
+
+
+@task(name="cl.outcomes", attempts=3)
+async def decide(kind: str) -> str:
+    ctx = current_job()
+    await ctx.log(f"attempt {ctx.attempt}: {kind}")
+    if kind == "unrecoverable":
+        from aiojobs_redis import Unrecoverable
+        raise Unrecoverable("bad input")
+    _asked[ctx.id] = _asked.get(ctx.id, 0) + 1
+    if kind == "retry" and _asked[ctx.id] == 1:  # the attempt is given back: still 1 after
+        from aiojobs_redis import Retry
+        raise Retry("not yet", delay_s=0, count_attempt=False)
+    return f"{kind} on attempt {ctx.attempt}"
+
+
+async def test_job_control_on_every_shard(shard_queues: list[Queue]) -> None:
+    """Retry/Unrecoverable, job logs, change, expiry, limits and fair groups: each script
+    runs on the shard that owns its queue."""
+    from aiojobs_redis import JobFailed, QueueLimits
+
+    for q in shard_queues:
+        retried = await q.enqueue(decide, "retry")
+        dead = await q.enqueue(decide, "unrecoverable")
+        stale = await q.enqueue(decide.options(expires_s=0.001), "stale")
+        moved = await q.enqueue(decide.options(delay_s=3600), "moved")
+        assert await moved.change(delay_s=0, priority=3) is JobState.WAITING
+        await q.set_limits(max_starts=100, per_s=1, max_active=2)
+        await q.enqueue_many([plain.options(group=g).call(1) for g in ("a", "b") * 3])
+        await asyncio.sleep(0.01)  # past the stale job's 1 ms deadline
+        worker = Worker(q, tasks=[decide, plain], handle_signals=False)
+        await asyncio.wait_for(worker.run(burst=True), 30)
+        assert await retried.result(timeout=5) == "retry on attempt 1"
+        assert [line.text for line in await retried.logs()] == ["attempt 1: retry",
+                                                                "attempt 1: retry"]
+        with pytest.raises(JobFailed, match="Unrecoverable"):
+            await dead.result(timeout=5)
+        info = await stale.info()
+        assert info.state is JobState.FAILED and (info.error or "").startswith("Expired")
+        assert await moved.result(timeout=5) == "moved on attempt 1"
+        assert await q.limits() == QueueLimits(max_starts=100, per_s=1, max_active=2)
+        assert (await q.counts())[JobState.COMPLETED] == 2 + 6
