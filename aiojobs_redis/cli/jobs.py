@@ -1,12 +1,13 @@
-"""``aiojobs-redis jobs show | retry | cancel | remove ID --queue NAME``.
+"""``aiojobs-redis jobs show | retry | cancel | change | remove ID --queue NAME``.
 
 ``jobs show`` prints a job's record: state, task, attempts, times (ISO-8601, UTC),
-error and traceback, arguments, progress and result (as JSON, long values cut;
-``--json`` prints the whole record as one JSON object). ``jobs retry`` puts a failed job
-back to waiting with a fresh set of attempts; ``jobs cancel`` cancels a waiting or
-delayed job (it never runs) or asks the worker of an active one to stop it; ``jobs
-remove`` deletes a job that is not active. An unknown job id, or a job whose state
-refuses the operation, exits with 1.
+error and traceback, arguments, progress and result (as JSON, long values cut), then
+its log lines; ``--json`` prints the whole record as one JSON object. ``jobs retry``
+puts a failed job back to waiting with a fresh set of attempts; ``jobs cancel`` cancels
+a waiting or delayed job (it never runs) or asks the worker of an active one to stop
+it; ``jobs change`` gives a waiting or delayed job a new ``--priority`` and/or
+``--delay``; ``jobs remove`` deletes a job that is not active. An unknown job id, or a
+job whose state refuses the operation, exits with 1.
 
 ``aiojobs-redis enqueue TASK --queue NAME`` adds a job of a task by its name, with
 arguments given as JSON; it prints the job's id. The worker that runs it checks the
@@ -28,7 +29,7 @@ from typing import Any, Final
 from ..errors import ConfigurationError, InvalidJobId, JobNotFound, JobStateError
 from ..logs import iso_time, json_line, jsonable
 from ..options import JobOptions
-from ..producer.job import JobInfo
+from ..producer.job import JobInfo, JobLogLine
 from ..producer.job_ids import check_job_id
 from ..producer.queue import Queue
 from ..producer.task import TaskCall
@@ -55,7 +56,8 @@ MAX_TASK_NAME: Final = 200  # a Task's name is 1..200 characters
 def add_parser(subparsers: Any) -> None:
     """Add ``jobs`` and ``enqueue`` to ``aiojobs-redis`` (an argparse subparsers object)."""
     jobs_doc = (__doc__ or "").split("\n\n``aiojobs-redis enqueue")[0]
-    p = subparsers.add_parser("jobs", help="show, retry, cancel or remove one job by its id",
+    p = subparsers.add_parser("jobs", help="show, retry, cancel, change or remove one job by"
+                                           " its id",
                               description=plain(jobs_doc))
     sub = p.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
 
@@ -65,7 +67,7 @@ def add_parser(subparsers: Any) -> None:
         add_url_option(q)
 
     q = sub.add_parser("show", help="the job's state, task, attempts, times, error,"
-                                    " arguments and result")
+                                    " arguments, result and log")
     common(q)
     q.add_argument("--json", action="store_true",
                    help="print the record as one JSON object (values not cut)")
@@ -83,6 +85,21 @@ def add_parser(subparsers: Any) -> None:
                                       " (a finished job is refused)")
     common(q)
     q.set_defaults(func=cmd_cancel)
+
+    q = sub.add_parser("change", help="give a waiting or delayed job a new priority and/or"
+                                      " delay (a running or finished job is refused)",
+                       description="Give a waiting or delayed job a new --priority, a new"
+                                   " --delay, or both. A delay\nabove 0 makes it delayed,"
+                                   " --delay 0 makes it wait now. A running or finished\n"
+                                   "job is refused (exit 1); neither option is a usage"
+                                   " error (exit 2).")
+    common(q)
+    q.add_argument("--priority", type=int, metavar="N",
+                   help="-1000..1000, higher runs first (among the jobs of a priority, a"
+                        " waiting job keeps its place)")
+    q.add_argument("--delay", type=float, metavar="SECONDS",
+                   help="run it no earlier than SECONDS from now (0: now)")
+    q.set_defaults(func=cmd_change)
 
     p = subparsers.add_parser(
         "enqueue", help="enqueue a job of a task by name; prints the job id",
@@ -146,8 +163,8 @@ def _when(value: datetime | None) -> str | None:
     return None if value is None else iso_time(value)
 
 
-def info_dict(info: JobInfo) -> dict[str, Any]:
-    """The record as JSON-able data (times as ISO-8601 UTC strings)."""
+def info_dict(info: JobInfo, logs: list[JobLogLine] | None = None) -> dict[str, Any]:
+    """The record as JSON-able data (times as ISO-8601 UTC strings), with its log."""
     return {
         "id": info.id, "queue": info.queue, "task": info.task, "state": str(info.state),
         "priority": info.priority, "attempts": info.attempts,
@@ -159,11 +176,14 @@ def info_dict(info: JobInfo) -> dict[str, Any]:
         "payload_error": info.payload_error,
         "progress": jsonable(info.progress), "result": jsonable(info.result),
         "cancelled_by": info.cancelled_by, "cancel_requested": info.cancel_requested,
+        "logs": [{"at": iso_time(line.at), "attempt": line.attempt, "text": line.text}
+                 for line in logs or ()],
     }
 
 
-def info_lines(info: JobInfo) -> Iterator[str]:
-    """The record as text lines for a terminal."""
+def info_lines(info: JobInfo, logs: list[JobLogLine] | None = None) -> Iterator[str]:
+    """The record as text lines for a terminal, then its log lines (when it has any):
+    ``logs:``, then one ``  <time> [attempt N] <text>`` each, oldest first."""
     def row(name: str, value: object) -> str:
         text = printable(str(value)).replace("\n", "\n" + " " * 13)
         return f"{name:<12} {text}"
@@ -200,6 +220,12 @@ def info_lines(info: JobInfo) -> Iterator[str]:
         yield "traceback:"
         for line in printable(_cut(info.traceback)).splitlines():
             yield "  " + line
+    if logs:
+        yield "logs:"
+        for entry in logs:
+            head = f"  {iso_time(entry.at)} [attempt {entry.attempt}] "
+            text = printable(entry.text).replace("\n", "\n" + " " * len(head))
+            yield head + text
 
 
 async def _not_found(queue: Queue, e: JobNotFound) -> int:
@@ -223,12 +249,13 @@ async def cmd_show(args: argparse.Namespace) -> int:
         job = queue.job(args.job_id)
         try:
             info = await job.info()
+            logs = await job.logs()
         except JobNotFound as e:
             return await _not_found(queue, e)
     if args.json:
-        print(json_line(info_dict(info)))
+        print(json_line(info_dict(info, logs)))
     else:
-        print("\n".join(info_lines(info)))
+        print("\n".join(info_lines(info, logs)))
     return EXIT_OK
 
 
@@ -283,6 +310,42 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"{args.queue} {args.job_id}: cancellation requested (running on its worker)")
     else:
         print(f"{args.queue} {args.job_id}: cancelled")
+    return EXIT_OK
+
+
+def change_options(args: argparse.Namespace) -> JobOptions:
+    """The new priority and delay of ``jobs change``, checked before anything connects."""
+    if args.priority is None and args.delay is None:
+        raise SystemExit("jobs change: give --priority N, --delay SECONDS or both")
+    for flag, option, value in (("--delay", "delay_s", args.delay),
+                                ("--priority", "priority", args.priority)):
+        try:
+            JobOptions(**{option: value})
+        except ConfigurationError as e:
+            raise SystemExit(f"{flag}: {e}") from None
+    return JobOptions(priority=args.priority, delay_s=args.delay)
+
+
+async def cmd_change(args: argparse.Namespace) -> int:
+    options = change_options(args)
+    try:
+        job_id = check_job_id(args.job_id)
+    except InvalidJobId as e:
+        raise SystemExit(str(e)) from None
+    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
+        try:
+            state = await queue.change_job(job_id, priority=options.priority,
+                                           delay_s=options.delay_s)
+        except JobNotFound as e:
+            return await _not_found(queue, e)
+        except JobStateError:
+            return await _refused(queue, job_id, "only a waiting or delayed job can change")
+    what = []
+    if options.priority is not None:
+        what.append(f"priority {options.priority}")
+    if options.delay_s is not None:
+        what.append(f"delay {options.delay_s:g} s")
+    print(f"{args.queue} {args.job_id}: changed ({', '.join(what)}): {state}")
     return EXIT_OK
 
 

@@ -1,5 +1,5 @@
 """The aiojobs-redis command: run a worker, list live workers, check health,
-show counts, show, retry, remove or cancel a job, enqueue one, manage schedules, serve the
+show counts, show, retry, remove, cancel or change a job, enqueue one, manage schedules, serve the
 dashboard, run the demo."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ exit codes:
        no such worker (health --worker-id), no such schedule (schedules remove);
        not found: no such queue (counts without --allow-empty), no such job (jobs);
        refused by the job's state (jobs retry: not failed; jobs remove: active;
-       jobs cancel: finished)
+       jobs cancel: finished; jobs change: running or finished)
   {EXIT_USAGE}    usage or configuration error: bad option, missing or malformed URL,
        MODULE:ATTR that cannot be imported or is not a Worker, missing extra,
        bad JSON in enqueue --args/--kwargs, an invalid job id or queue name

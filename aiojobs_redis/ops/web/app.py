@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any, Final
@@ -31,7 +32,7 @@ from ...errors import (
     RedisUnavailable,
     wrap_redis_errors,
 )
-from ...producer.job import JobInfo
+from ...producer.job import JobInfo, JobLogLine
 from ...producer.queue import Queue
 from ...scripts import SCRIPTS
 from ...states import FINISHED, STATE_SETS, JobState, state_key
@@ -53,6 +54,7 @@ from .views import (
     capped,
     cut_text,
     decoded,
+    dt_iso,
     info_json,
     int_param,
     job_id_param,
@@ -68,7 +70,10 @@ _LIST_FIELDS: Final = ("task", "state", "priority", "attempts", "max_attempts", 
                        "started", "finished", "due", "error", "worker", "progress")
 _FIELD_CAP: Final = 1024  # bytes of each field read for a job list
 #: the actions of POST .../jobs/{id}/<action> and POST .../job/<action>?id=
-JOB_ACTIONS: Final = ("retry", "promote", "cancel")
+JOB_ACTIONS: Final = ("retry", "promote", "cancel", "change")
+#: the fields of the body of POST .../change, and the most bytes such a body may have
+CHANGE_FIELDS: Final = ("priority", "delay_s")
+MAX_CHANGE_BODY: Final = 1024
 _BY_CAP: Final = 150  # bytes of a user's name recorded as who cancelled a job (max 200)
 
 
@@ -158,25 +163,27 @@ class Api:
         action = None
         if request.method == "POST":
             if len(rest) < 2 or rest[-1] not in JOB_ACTIONS:
-                raise ApiError(404, "not_found", "POST .../jobs/{id}/retry,"
-                                                 " .../jobs/{id}/promote or .../jobs/{id}/cancel")
+                raise ApiError(404, "not_found", "POST .../jobs/{id}/retry, .../jobs/{id}/promote,"
+                                                 " .../jobs/{id}/cancel or .../jobs/{id}/change")
             action = rest.pop()
-        return await self.act(q, "/".join(rest), request.method, action, by=requester(request))
+        return await self.act(q, "/".join(rest), request, action)
 
     async def job_by_query(self, request: Request) -> Response:
-        """.../job?id= (GET, DELETE), .../job/retry?id=, .../job/promote?id= and
-        .../job/cancel?id= (POST): the same with the id in the query string, for ids no URL
-        path can carry ('.' and '..', which clients resolve even percent-encoded)."""
+        """.../job?id= (GET, DELETE), .../job/retry?id=, .../job/promote?id=,
+        .../job/cancel?id= and .../job/change?id= (POST): the same with the id in the query
+        string, for ids no URL path can carry ('.' and '..', which clients resolve even
+        percent-encoded)."""
         q = self.queue(request)
         job_id = request.query_params.get("id")
         if job_id is None:
             raise ApiError(400, "bad_parameter", "give the job id as ?id=")
         action = path_segments(request)[-1] if request.method == "POST" else None
-        return await self.act(q, job_id, request.method, action, by=requester(request))
+        return await self.act(q, job_id, request, action)
 
-    async def act(self, q: Queue, raw_id: str, method: str, action: str | None, *,
-                  by: str) -> Response:
+    async def act(self, q: Queue, raw_id: str, request: Request,
+                  action: str | None) -> Response:
         job_id = job_id_param(raw_id)
+        method = request.method
         if action == "retry":
             await q.retry_jobs([job_id], strict=True)
         elif action == "promote":
@@ -184,7 +191,15 @@ class Api:
         elif action == "cancel":
             # CANCELLED: it was waiting or delayed and never runs; ACTIVE: its worker stops
             # it and records it cancelled. A finished job: JobStateError, naming its state
-            state = await q.cancel_job(job_id, by=by)
+            state = await q.cancel_job(job_id, by=requester(request))
+            return Json({"ok": True, "id": job_id, "action": action, "state": str(state)})
+        elif action == "change":
+            # WAITING or DELAYED, as the new delay makes it; running or finished: 409
+            changes = await change_body(request)
+            try:
+                state = await q.change_job(job_id, **changes)
+            except ConfigurationError as e:  # out of range, or nothing to change
+                raise ApiError(400, "bad_body", str(e)) from None
             return Json({"ok": True, "id": job_id, "action": action, "state": str(state)})
         elif method == "DELETE":
             await q.remove_job(job_id)
@@ -193,7 +208,7 @@ class Api:
             info = await q.job_info(job_id)
             if info is None:
                 raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
-            return Json(job_json(info))
+            return Json(job_json(info, await q.job_logs(job_id)))
         return Json({"ok": True, "id": job_id, "action": action})
 
     async def retry_failed(self, request: Request) -> Response:
@@ -253,12 +268,51 @@ class Api:
         return Json(openapi_document(read_only=self.read_only))
 
 
-def job_json(info: JobInfo) -> dict[str, Any]:
-    """One job as GET .../jobs/{id} answers it: the record, and who cancelled it."""
+def job_json(info: JobInfo, logs: Sequence[JobLogLine] = ()) -> dict[str, Any]:
+    """One job as GET .../jobs/{id} answers it: the record, who cancelled it, and its log
+    (oldest line first; each line's text is capped when written)."""
     body = info_json(info)
     body["cancelled_by"] = info.cancelled_by
     body["cancel_requested"] = info.cancel_requested
+    body["logs"] = [{"at": dt_iso(line.at), "attempt": line.attempt, "text": line.text}
+                    for line in logs]
     return body
+
+
+async def change_body(request: Request) -> dict[str, Any]:
+    """The body of POST .../change: a JSON object with ``priority`` (an integer) and/or
+    ``delay_s`` (a number), ``null`` standing for a field not given. Anything else is a
+    400 ``bad_body``; the ranges are the queue's to check (ConfigurationError)."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_CHANGE_BODY:
+            raise ApiError(400, "bad_body",
+                           f"the body is larger than {MAX_CHANGE_BODY} bytes")
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        body = json.loads(raw, parse_constant=refuse) if raw.strip() else None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise ApiError(400, "bad_body", f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_body", 'the body must be a JSON object: {"priority": 5},'
+                                        ' {"delay_s": 60} or both')
+    unknown = sorted(set(body) - set(CHANGE_FIELDS))
+    if unknown:
+        raise ApiError(400, "bad_body", f"unknown field(s) {unknown}: give priority, delay_s"
+                                        " or both")
+    priority, delay_s = body.get("priority"), body.get("delay_s")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise ApiError(400, "bad_body", f"priority must be an integer, got {priority!r}")
+    if delay_s is not None and (isinstance(delay_s, bool)
+                                or not isinstance(delay_s, int | float)):
+        raise ApiError(400, "bad_body", f"delay_s must be a number of seconds, got {delay_s!r}")
+    if priority is None and delay_s is None:
+        raise ApiError(400, "bad_body", "nothing to change: give priority, delay_s or both")
+    return {"priority": priority, "delay_s": delay_s}
 
 
 def requester(request: Request) -> str:
@@ -378,14 +432,17 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
         Route("/api/queues", api.list_queues, methods=["GET"]),
         Route(base, api.get_queue, methods=["GET"]),
         Route(base + "/jobs", api.list_jobs, methods=["GET"]),
-        # cancel has a route of its own (so the route table lists it, as OpenAPI does); an
-        # id with a '/' sent as such goes past it to the next route, which cancels too
+        # cancel and change have routes of their own (so the route table lists them, as
+        # OpenAPI does); an id with a '/' sent as such goes past them to the next route,
+        # which does the same
         Route(base + "/jobs/{job_id}/cancel", api.job, methods=["POST"]),
+        Route(base + "/jobs/{job_id}/change", api.job, methods=["POST"]),
         Route(base + "/jobs/{rest:path}", api.job, methods=["GET", "DELETE", "POST"]),
         Route(base + "/job", api.job_by_query, methods=["GET", "DELETE"]),
         Route(base + "/job/retry", api.job_by_query, methods=["POST"]),
         Route(base + "/job/promote", api.job_by_query, methods=["POST"]),
         Route(base + "/job/cancel", api.job_by_query, methods=["POST"]),
+        Route(base + "/job/change", api.job_by_query, methods=["POST"]),
         Route(base + "/retry-failed", api.retry_failed, methods=["POST"]),
         Route(base + "/pause", api.pause, methods=["POST"]),
         Route(base + "/resume", api.resume, methods=["POST"]),

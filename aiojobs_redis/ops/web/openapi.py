@@ -27,6 +27,45 @@ _CANCELLED: Final[dict[str, Any]] = {
                   " is running, its worker stops it within milliseconds and records it"
                   " cancelled"},
     }}
+_CHANGED: Final[dict[str, Any]] = {
+    "type": "object", "required": ["ok", "id", "action", "state"], "properties": {
+        "ok": {"const": True}, "id": {"type": "string"}, "action": {"const": "change"},
+        "state": {"enum": ["waiting", "delayed"], "description":
+                  "the job's state after the change: delayed when its new delay is in the"
+                  " future, waiting otherwise"},
+    }}
+_CHANGE_BODY: Final[dict[str, Any]] = {
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {
+            "priority": {"type": ["integer", "null"], "minimum": -1000, "maximum": 1000,
+                         "description": "the new priority, higher runs first (a waiting job"
+                                        " keeps its place among the jobs of that priority)"},
+            "delay_s": {"type": ["number", "null"], "minimum": 0, "description":
+                        "run no earlier than this many seconds from now (0: a delayed job"
+                        " waits now)"},
+        }}}},
+    "description": "priority, delay_s or both (null: not changed); anything else is 400"
+                   " bad_body",
+}
+_CHANGE_TEXT: Final = (
+    "change a waiting or delayed job's priority and/or delay (400 bad_body for a body that"
+    " is not such an object or is out of range; 409 for a running or finished job, the"
+    " message naming its state)")
+_JOB_TEXT: Final = (
+    "one job: arguments and result (capped), progress, attempts, error and traceback,"
+    " timestamps, who cancelled it (cancelled_by), whether its cancellation is pending"
+    " (cancel_requested), and its log (logs: its last 100 lines, oldest first, each"
+    " {at, attempt, text})")
+_LOG_LINE: Final[dict[str, Any]] = {
+    "type": "object", "required": ["at", "attempt", "text"], "properties": {
+        "at": {"type": "string", "description": "when it was written (ISO-8601, UTC, ms)"},
+        "attempt": {"type": "integer"},
+        "text": {"type": "string", "description": "at most 2,000 characters"},
+    }}
+_JOB_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object", "properties": {"logs": {"type": "array", "items": _LOG_LINE}}}
 _CANCEL_TEXT: Final = (
     "cancel a waiting, delayed or active job (409 once it has finished: completed, failed or"
     " cancelled). Recorded as cancelled by 'http', or 'http:<user>' when the host app"
@@ -67,7 +106,8 @@ def _queues_schema(states: list[str]) -> dict[str, Any]:
 
 def _op(summary: str, params: list[dict[str, Any]] | None = None, *, changes: bool = False,
         content: str = "application/json", errors: tuple[int, ...] = (400, 404),
-        schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        schema: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None) -> dict[str, Any]:
     if schema is None:
         schema = _OBJECT if content == "application/json" else {"type": "string"}
     responses: dict[str, Any] = {
@@ -82,6 +122,8 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, *, changes: bo
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = body
     return op
 
 
@@ -108,9 +150,7 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
                    "default: newest for completed/failed, run order (oldest) otherwise"),
         ])},
         "/api/queues/{queue}/jobs/{job_id}": {
-            "get": _op("one job: arguments and result (capped), progress, attempts, error and"
-                       " traceback, timestamps, who cancelled it (cancelled_by) and whether"
-                       " its cancellation is pending (cancel_requested)", [_QUEUE, _JOB]),
+            "get": _op(_JOB_TEXT, [_QUEUE, _JOB], schema=_JOB_SCHEMA),
             "delete": _op("remove a job (refused while active: 409)", [_QUEUE, _JOB],
                           changes=True),
         },
@@ -122,8 +162,12 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
                         changes=True)},
         "/api/queues/{queue}/jobs/{job_id}/cancel": {
             "post": _op(_CANCEL_TEXT, [_QUEUE, _JOB], changes=True, schema=_CANCELLED)},
+        "/api/queues/{queue}/jobs/{job_id}/change": {
+            "post": _op(_CHANGE_TEXT, [_QUEUE, _JOB], changes=True, schema=_CHANGED,
+                        body=_CHANGE_BODY)},
         "/api/queues/{queue}/job": {
-            "get": _op("one job, its id in the query string (any id)", [_QUEUE, _JOB_QUERY]),
+            "get": _op("one job, its id in the query string (any id)", [_QUEUE, _JOB_QUERY],
+                       schema=_JOB_SCHEMA),
             "delete": _op("remove a job, its id in the query string", [_QUEUE, _JOB_QUERY],
                           changes=True),
         },
@@ -136,6 +180,10 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
         "/api/queues/{queue}/job/cancel": {
             "post": _op("cancel a job, its id in the query string", [_QUEUE, _JOB_QUERY],
                         changes=True, schema=_CANCELLED)},
+        "/api/queues/{queue}/job/change": {
+            "post": _op("change a waiting or delayed job's priority and/or delay, its id in"
+                        " the query string", [_QUEUE, _JOB_QUERY], changes=True,
+                        schema=_CHANGED, body=_CHANGE_BODY)},
         "/api/queues/{queue}/retry-failed": {
             "post": _op("put every failed job back to waiting", [_QUEUE], changes=True)},
         "/api/queues/{queue}/pause": {

@@ -11,6 +11,8 @@
   // the states a job can be cancelled in (a rule of the server's, not a list to display):
   // a finished job (completed, failed, cancelled) cannot be
   const CANCELLABLE = new Set(["waiting", "active", "delayed"]);
+  // the states whose priority and delay can change (POST .../change): not yet running
+  const CHANGEABLE = new Set(["waiting", "delayed"]);
 
   // The token arrives once in the URL's fragment (#token=...): a browser never sends a
   // fragment to a server, so the token is in no access log. It is kept for this tab only
@@ -52,9 +54,9 @@
   }
 
   async function api(path, options) {
-    const headers = { "Accept": "application/json" };
+    const headers = Object.assign({ "Accept": "application/json" }, (options && options.headers) || {});
     if (token) headers["Authorization"] = "Bearer " + token;
-    const response = await fetch(path, Object.assign({ headers: headers }, options || {}));
+    const response = await fetch(path, Object.assign({}, options || {}, { headers: headers }));
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
@@ -239,12 +241,59 @@
     cancel.dataset.jobId = job.id;
     $("detail-fields").replaceChildren(...fields.flatMap(([k, v]) =>
       [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]));
+    renderChangeForm(job);
+    renderLogs(job.logs || []);
     $("detail-error").textContent = job.error || "–";
     $("detail-traceback").textContent = job.traceback || "–";
     const shown = (c) => c.json + (c.truncated ? " … (" + c.size + " characters in all)" : "");
     $("detail-args").textContent = "args: " + shown(job.args) + "\nkwargs: " + shown(job.kwargs)
       + (job.payload_error ? "\n(cannot decode: " + job.payload_error + ")" : "");
     $("detail-result").textContent = "result: " + shown(job.result) + "\nprogress: " + shown(job.progress);
+  }
+
+  // the job's log: one row per line (time, attempt, text), oldest first, as text only
+  function renderLogs(lines) {
+    const rows = lines.map((line) => el("tr", { class: "log-line" },
+      el("td", { class: "log-at" }, line.at || "–"),
+      el("td", { class: "log-attempt" }, "#" + line.attempt),
+      el("td", { class: "log-text" }, line.text)));
+    replaceRows($("detail-logs"), rows, 3, "no log lines");
+  }
+
+  // the priority and delay of a waiting or delayed job: the inputs keep what the user
+  // typed across polls, and are cleared when another job is shown
+  let changeFor = null;
+  function renderChangeForm(job) {
+    const form = $("detail-change");
+    form.hidden = !CHANGEABLE.has(job.state);
+    if (changeFor !== job.id) {
+      changeFor = job.id;
+      $("change-priority").value = "";
+      $("change-delay").value = "";
+    }
+    form.dataset.jobId = job.id;
+    $("change-priority").placeholder = String(job.priority);
+  }
+
+  // POST .../change with the fields the user filled in; resolves to what to say
+  async function changeJob(id) {
+    const body = {};
+    for (const [key, input, integer] of [["priority", $("change-priority"), true],
+                                         ["delay_s", $("change-delay"), false]]) {
+      if (input.validity.badInput) throw new Error(key + ": not a number");
+      if (input.value.trim() === "") continue;
+      const value = Number(input.value);
+      if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) {
+        throw new Error(key + " must be " + (integer ? "an integer" : "a number"));
+      }
+      body[key] = value;
+    }
+    if (!Object.keys(body).length) throw new Error("give a priority, a delay or both");
+    const r = await api(jobUrl(id, "change"), { method: "POST", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json" } });
+    $("change-priority").value = "";
+    $("change-delay").value = "";
+    return "now " + r.state;
   }
 
   // ----------------------------------------------------------------- chart
@@ -368,6 +417,20 @@
     finally { ev.target.disabled = false; }
     refresh(false);
   });
+  async function submitChange() {
+    const id = $("detail-change").dataset.jobId;
+    if (!id) return;
+    const button = $("change-submit");
+    button.disabled = true;
+    try { say("Change " + id + ": " + await changeJob(id)); }
+    catch (e) { say("Change " + id + ": " + e.message, true); }
+    finally { button.disabled = false; }
+    refresh(false);
+  }
+  $("change-submit").addEventListener("click", submitChange);
+  for (const input of [$("change-priority"), $("change-delay")]) {
+    input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); submitChange(); } });
+  }
   $("pause-btn").addEventListener("click", async () => {
     const resume = $("pause-btn").dataset.paused === "1";
     try { await api(qpath() + (resume ? "/resume" : "/pause"), { method: "POST" }); }
