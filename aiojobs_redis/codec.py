@@ -79,8 +79,14 @@ def pack(rows: Iterable[Sequence[Any]]) -> bytes:
     header (Lua strings are byte strings either way).
     """
     return _encoder.encode(
-        [[_lua_bytes(v) if type(v) is bytes else v for v in row] for row in rows]
+        [[_lua_bytes(v) if type(v) is bytes else _lua_list(v) if type(v) is list else v
+          for v in row] for row in rows]
     )
+
+
+def _lua_list(values: list[Any]) -> list[Any]:
+    """A list inside a row (a job record's fields): its bytes written for cmsgpack too."""
+    return [_lua_bytes(v) if type(v) is bytes else v for v in values]
 
 
 def _lua_bytes(value: bytes) -> msgspec.Raw:

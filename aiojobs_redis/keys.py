@@ -29,7 +29,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "active": ("ZSET", "fetch_jobs, complete_jobs, fail_jobs, extend_leases, recover_stalled",
                "at most the sum of the workers' concurrency"),
     "completed": ("ZSET", "complete_jobs", "retention count and age"),
-    "failed": ("ZSET", "fail_jobs, recover_stalled", "retention count and age"),
+    "failed": ("ZSET", "fail_jobs, recover_stalled, fetch_jobs (expired), add_dead_jobs (in a"
+               " dead-letter queue)", "retention count and age"),
     "cancelled": ("ZSET", "cancel_job, fail_jobs, recover_stalled, return_jobs",
                   "retention count and age (the failed-job limits)"),
     "events": ("STREAM", "all job scripts", "approximate MAXLEN (default 10,000)"),

@@ -70,6 +70,7 @@ class Queue:
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
         replicas: int = 0,
         replica_timeout_s: float = 1.0,
+        dead_letter: str | Queue | None = None,
     ) -> None:
         check_client(client)
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 16:
@@ -98,6 +99,18 @@ class Queue:
             raise ConfigurationError("queue defaults cannot set job_id, delay_s or run_at")
         self.client = client
         self.keys = QueueKeys.for_queue(name)
+        self._dead: Queue | None = None
+        dead_name: str | None = None
+        if isinstance(dead_letter, Queue):
+            self._dead = dead_letter
+            dead_name = dead_letter.keys.queue
+        elif dead_letter is not None:
+            dead_name = QueueKeys.for_queue(dead_letter).queue  # a valid queue name
+        if dead_name == name:
+            raise ConfigurationError("a queue cannot be its own dead-letter queue")
+        #: the name of the queue that jobs failed for good are moved to (None: they stay
+        #: failed here); given as a Queue, its retention and replicas apply there
+        self.dead_letter: str | None = dead_name
         self.name = name
         self.defaults = defaults or JobOptions()
         self.retention = retention or Retention()
@@ -533,6 +546,22 @@ class Queue:
             max_starts=None if rate_max is None else int(rate_max),
             per_s=None if rate_ms is None else int(rate_ms) / 1000,
             max_active=None if max_active is None else int(max_active))
+
+    def dead_letter_queue(self) -> Queue | None:
+        """The :attr:`dead_letter` queue (None without one): the Queue given, or one of
+        that name on this queue's client, with the default retention."""
+        if self.dead_letter is not None and self._dead is None:
+            self._dead = Queue(self.client, name=self.dead_letter)
+        return self._dead
+
+    async def redrive(self, *, task: str | None = None, error: str | None = None,
+                      limit: int | None = None) -> int:
+        """This queue being a dead-letter queue: send its jobs back to their origin
+        queues as new attempts (all, those of ``task``, or those whose error contains
+        ``error``; at most ``limit``), in chunks of 500. Returns how many went back."""
+        from .dead_letter import redrive
+
+        return await redrive(self, task=task, error=error, limit=limit)
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job; returns how many."""

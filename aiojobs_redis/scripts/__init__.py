@@ -89,6 +89,11 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         ("wait", "delayed", "completed", "failed", "cancelled", "events"),
         ("job_prefix", "events_maxlen", "op_key", "id"),
     ),
+    ScriptSpec(
+        "add_dead_jobs",
+        ("failed", "events"),
+        ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "jobs"),
+    ),
     ScriptSpec("append_log", ("events",),
                ("job_prefix", "id", "token", "line", "cap", "events_maxlen")),
     ScriptSpec(

@@ -58,8 +58,11 @@ local BAND = 1099511627776 -- 2^40
 local n = #jobs
 local v = tonumber(redis.call('HGET', KEYS[6], 'v') or 0)
 -- the jobs without a group: places after their flow's last one, never before V
-local seq = math.max(tonumber(redis.call('GET', KEYS[5]) or 0), v)
-redis.call('SET', KEYS[5], seq + n)
+local seq = tonumber(redis.call('INCRBY', KEYS[5], n)) - n
+if seq < v then -- grouped jobs moved the line on: this flow starts at V
+  seq = v
+  redis.call('SET', KEYS[5], seq + n)
+end
 local out = {}
 local woke = false
 for i, job in ipairs(jobs) do

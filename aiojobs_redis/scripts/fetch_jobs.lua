@@ -29,7 +29,8 @@
   Derived: <job_prefix><id> HASH for each job; <memo_prefix><token_nonce> STRING (same tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
-  Returns: { ms until the next delayed job is due or a limit lets more start (-1: neither),
+  Returns: { ms until the next delayed job is due or a limit lets more start (-1: neither;
+             when max_active held jobs back: -2 - that ms, or -2 for neither),
              then groups of 8:
              id, token, task, payload, options, attempt (1-based), max_attempts,
              ms the job waited since it became runnable (its 'ready' time) } ]]
@@ -137,7 +138,8 @@ local function take(want, rated, limited, v)
     if exhausted or expired_now == 0 or expired >= EXPIRE_LIMIT then break end
   end
   call_chunked({'ZADD', KEYS[3]}, leases)
-  if top > v then
+  -- V matters only while groups are in use (without them no place runs ahead of seq)
+  if top > v and redis.call('EXISTS', KEYS[10]) == 1 then
     redis.call('HSET', KEYS[7], 'v', top)
     -- a group whose last place is below V gets V next anyway: its entry is not needed
     redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', '(' .. top)
@@ -157,11 +159,15 @@ local out = {-1}
 local meta = count > 0 and redis.call('HMGET', KEYS[7], 'paused', 'rate_max', 'rate_ms',
   'max_active', 'v') or {true}
 local reopen = -1 -- ms until a limit lets more jobs start (-1: not limited by time)
+local held = false -- max_active held jobs back: a job that finishes frees room
 if not meta[1] then
   local want = count
   local rate_max, rate_ms = tonumber(meta[2]), tonumber(meta[3])
   local rated = rate_max ~= nil and rate_ms ~= nil
-  if meta[4] then want = math.min(want, tonumber(meta[4]) - redis.call('ZCARD', KEYS[3])) end
+  if meta[4] then
+    local room = tonumber(meta[4]) - redis.call('ZCARD', KEYS[3])
+    if room < want then held, want = true, room end
+  end
   if rated then
     redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - rate_ms)
     want = math.min(want, rate_max - redis.call('ZCARD', KEYS[9]))
@@ -173,9 +179,9 @@ if not meta[1] then
     reopen = math.max(tonumber(first[2]) + rate_ms - now, 1)
   end
 end
-if reopen >= 0 then
-  out = next_due(out)
-  if out[1] < 0 or reopen < out[1] then out[1] = reopen end
-  return out
+out = next_due(out)
+if reopen >= 0 and (out[1] < 0 or reopen < out[1]) then out[1] = reopen end
+if held then
+  if out[1] < 0 then out[1] = -2 else out[1] = -2 - out[1] end
 end
-return next_due(out)
+return out

@@ -16,13 +16,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import codec
 from .._tasks import cancel_and_wait
+from ..errors import AiojobsRedisError
 from ..ops.metrics import add_outcomes
 from ..options import Retention
+from ..producer.dead_letter import move_to_dead_letter
 from ..scripts import SCRIPTS, Batch
 from .context import JobContext
 from .execution import CANCELLED, NO_RETRY, PLAIN, FetchedJob, Outcome
@@ -116,6 +118,7 @@ class Lane:
         self.wake = asyncio.Event()
         self.idle = False  # the last fetch found the queue empty
         self.next_due_ms = -1
+        self.held_back = False  # the last fetch was held back by the queue's max_active
         self.fetching = True
         self._waker: asyncio.Task[None] | None = None
         self._outage = False
@@ -152,9 +155,9 @@ class Lane:
                 if self.burst and fetched and not got and not self.running \
                         and not self.outcomes and self.next_due_ms < 0:
                     break
-                if flushed and not fetched:
-                    # look again: a retry may have made work, and a finished job may have
-                    # freed room under the queue's max_active
+                if flushed and (self.burst or (self.held_back and not fetched)):
+                    # look again: a retry may have made work (burst: before ending), and a
+                    # finished job freed room under the queue's max_active
                     self.idle = False
             # the failed round trip is kept whole (its fetch with the slots it reserved)
             # and sent again first, after a pause
@@ -206,19 +209,27 @@ class Lane:
         elif trip.batch.replicas:
             self._unreplicated = False
         dropped: dict[int, list[Outcome]] = {}
+        dead: list[str] = []
         for index, group in trip.sent:
             for o, status in zip(group, results[index], strict=True):
                 if not self._log_outcome(o, int(status)):
                     dropped.setdefault(int(status), []).append(o)
+                elif status == 1 and not o.ok and o.kind == PLAIN and q.dead_letter:
+                    dead.append(o.job.id)
         for status, lost in dropped.items():  # one line per round trip, not per job
             what = ("lease lost: another worker owns them now" if status == -2 else
                     "the jobs vanished (removed, or the queue wiped)")
             log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
                         len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
+        if dead:
+            await self._dead_letter(dead)
         got = 0
         for index, wanted in trip.fetches:
             reply = results[index]
-            self.next_due_ms = int(reply[0])
+            due = int(reply[0])
+            # -2 - ms: the queue's max_active held jobs back (a finished job frees room)
+            self.held_back = due <= -2
+            self.next_due_ms = -1 if due == -2 else -2 - due if due < -2 else due
             width = FetchedJob.WIDTH
             n = (len(reply) - 1) // width
             got += n
@@ -264,6 +275,22 @@ class Lane:
                 secrets.token_hex(6), _PROMOTE_LIMIT, k.fetch_prefix, *self._expired_keep,
             ]), want))
         return trip
+
+    async def _dead_letter(self, job_ids: list[str]) -> None:
+        """Move jobs just failed for good to the queue's dead-letter queue. A failure here
+        leaves them failed in this queue (logged), never lost."""
+        q = self.queue
+        dead = q.dead_letter_queue()
+        assert dead is not None
+        try:
+            moved = await move_to_dead_letter(q, dead, job_ids)
+        except (AiojobsRedisError, RedisError, OSError) as e:
+            log.error("queue %s: %d job(s) failed for good stay failed here; moving them to"
+                      " dead-letter queue %s failed: %s", q.name, len(job_ids), dead.name, e)
+            return
+        if moved:
+            log.warning("queue %s: %d job(s) failed for good moved to dead-letter queue %s",
+                        q.name, moved, dead.name)
 
     def _log_outcome(self, o: Outcome, status: int) -> bool:
         """Log one outcome's status; False when it was dropped (logged by the caller)."""

@@ -243,3 +243,23 @@ async def test_job_control_on_every_shard(shard_queues: list[Queue]) -> None:
         assert await moved.result(timeout=5) == "moved on attempt 1"
         assert await q.limits() == QueueLimits(max_starts=100, per_s=1, max_active=2)
         assert (await q.counts())[JobState.COMPLETED] == 2 + 6
+
+
+@task(name="cl.broken", attempts=1)
+async def broken(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return x
+
+
+async def test_dead_letter_and_redrive_across_shards(shard_queues: list[Queue]) -> None:
+    """The origin and its dead-letter queue live on two shards: the move is two steps."""
+    home, dead = shard_queues[0], shard_queues[1]
+    origin = Queue(home.client, name=home.name, dead_letter=dead)
+    job = await origin.enqueue(broken, -1)
+    worker = Worker(origin, tasks=[broken], handle_signals=False)
+    await asyncio.wait_for(worker.run(burst=True), 30)
+    assert await origin.job_info(job.id) is None
+    assert (await dead.job(job.id).info()).error == "ValueError: negative"
+    assert await dead.redrive() == 1
+    assert (await origin.job(job.id).info()).state is JobState.WAITING
