@@ -52,6 +52,8 @@ async def pair(client: aioredis.Redis) -> AsyncIterator[tuple[Queue, Queue]]:
     finally:
         await origin.obliterate(force=True)
         await dead.obliterate(force=True)
+        await origin.close()
+        await dead.close()
 
 
 async def burst(queue: Queue) -> None:
@@ -105,6 +107,7 @@ async def test_a_move_cut_short_is_finished_by_redrive(pair: tuple[Queue, Queue]
     no_dlq = Queue(origin.client, name=origin.name)  # fails it without moving it
     worker = Worker(no_dlq, tasks=[flaky], handle_signals=False)
     await asyncio.wait_for(worker.run(burst=True), 30)
+    await no_dlq.close()
     add = __import__("aiojobs_redis.scripts", fromlist=["SCRIPTS"]).SCRIPTS["add_dead_jobs"]
     record = await origin.client.hgetall(origin.keys.job(job.id))
     flat = [v for kv in record.items() for v in kv if kv[0] not in (b"state", b"token")]
@@ -134,6 +137,8 @@ async def test_the_dead_letter_queue_has_its_own_retention(client: aioredis.Redi
     finally:
         await origin.obliterate(force=True)
         await dead.obliterate(force=True)
+        await origin.close()
+        await dead.close()
 
 
 async def test_bad_settings_and_rows_are_refused(pair: tuple[Queue, Queue]) -> None:

@@ -34,6 +34,7 @@ from ..producer.job_ids import check_job_id
 from ..producer.queue import Queue
 from ..producer.task import TaskCall
 from ..states import JobState
+from . import redrive
 from .common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -54,7 +55,8 @@ MAX_TASK_NAME: Final = 200  # a Task's name is 1..200 characters
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add ``jobs`` and ``enqueue`` to ``aiojobs-redis`` (an argparse subparsers object)."""
+    """Add ``jobs``, ``enqueue`` and ``redrive`` to ``aiojobs-redis`` (an argparse
+    subparsers object)."""
     jobs_doc = (__doc__ or "").split("\n\n``aiojobs-redis enqueue")[0]
     p = subparsers.add_parser("jobs", help="show, retry, cancel, change or remove one job by"
                                            " its id",
@@ -123,6 +125,8 @@ def add_parser(subparsers: Any) -> None:
                         " is not known here)")
     add_url_option(p)
     p.set_defaults(func=cmd_enqueue)
+
+    redrive.add_parser(subparsers)  # aiojobs-redis redrive --queue DEAD (a dead-letter queue)
 
 
 # ------------------------------------------------------------------ jobs show

@@ -1,5 +1,6 @@
 """The aiojobs-redis command: run a worker, list live workers, check health,
-show counts, show, retry, remove, cancel or change a job, enqueue one, manage schedules, serve the
+show counts, show, retry, remove, cancel or change a job, enqueue one, redrive a
+dead-letter queue, manage schedules, serve the
 dashboard, run the demo."""
 
 from __future__ import annotations

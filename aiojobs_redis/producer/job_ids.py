@@ -24,7 +24,10 @@ class _JobIds:
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
-        self.prefix = secrets.token_urlsafe(8)
+        prefix = secrets.token_urlsafe(8)
+        while prefix.startswith("-"):  # an id that reads as an option on a command line
+            prefix = secrets.token_urlsafe(8)
+        self.prefix = prefix
         self.counter = itertools.count(1)
 
     def __call__(self) -> str:

@@ -100,6 +100,7 @@ class Queue:
         self.client = client
         self.keys = QueueKeys.for_queue(name)
         self._dead: Queue | None = None
+        self._dead_made = False  # made by dead_letter_queue(): closed with this queue
         dead_name: str | None = None
         if isinstance(dead_letter, Queue):
             self._dead = dead_letter
@@ -153,6 +154,8 @@ class Queue:
         self._closed = True
         if self._listener is not None:
             await self._listener.close()
+        if self._dead is not None and self._dead_made:
+            await self._dead.close()  # made here on this client: its own pools only
         if self._blocking is not None and self._blocking is not self.client:
             await self._blocking.aclose()
         if self._owns_client:
@@ -552,6 +555,7 @@ class Queue:
         that name on this queue's client, with the default retention."""
         if self.dead_letter is not None and self._dead is None:
             self._dead = Queue(self.client, name=self.dead_letter)
+            self._dead_made = True
         return self._dead
 
     async def redrive(self, *, task: str | None = None, error: str | None = None,

@@ -74,6 +74,12 @@ JOB_ACTIONS: Final = ("retry", "promote", "cancel", "change")
 #: the fields of the body of POST .../change, and the most bytes such a body may have
 CHANGE_FIELDS: Final = ("priority", "delay_s")
 MAX_CHANGE_BODY: Final = 1024
+#: the fields of the body of POST .../redrive, their bounds, and the most bytes of a body
+REDRIVE_FIELDS: Final = ("task", "error", "limit")
+MAX_REDRIVE_LIMIT: Final = 1_000_000
+MAX_REDRIVE_TASK: Final = 200  # a task's name is 1..200 characters
+MAX_REDRIVE_ERROR: Final = 1000  # characters of the text looked for in a job's error
+MAX_REDRIVE_BODY: Final = 8192
 _BY_CAP: Final = 150  # bytes of a user's name recorded as who cancelled a job (max 200)
 
 
@@ -208,12 +214,21 @@ class Api:
             info = await q.job_info(job_id)
             if info is None:
                 raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
-            return Json(job_json(info, await q.job_logs(job_id)))
+            body = job_json(info, await q.job_logs(job_id))
+            body["origin"] = await job_origin(q, job_id)
+            return Json(body)
         return Json({"ok": True, "id": job_id, "action": action})
 
     async def retry_failed(self, request: Request) -> Response:
         n = await self.queue(request).retry_failed()
         return Json({"ok": True, "retried": n})
+
+    async def redrive(self, request: Request) -> Response:
+        """This queue being a dead-letter queue: its jobs back to their origin queues."""
+        q = self.queue(request)
+        wanted = await redrive_body(request)
+        n = await q.redrive(**wanted)
+        return Json({"ok": True, "action": "redrive", "redriven": n})
 
     async def pause(self, request: Request) -> Response:
         await self.queue(request).pause()
@@ -279,24 +294,43 @@ def job_json(info: JobInfo, logs: Sequence[JobLogLine] = ()) -> dict[str, Any]:
     return body
 
 
-async def change_body(request: Request) -> dict[str, Any]:
-    """The body of POST .../change: a JSON object with ``priority`` (an integer) and/or
-    ``delay_s`` (a number), ``null`` standing for a field not given. Anything else is a
-    400 ``bad_body``; the ranges are the queue's to check (ConfigurationError)."""
+async def job_origin(q: Queue, job_id: str) -> str | None:
+    """The queue a job of a dead-letter queue came from (its record's ``origin``), or
+    None for a job that was never dead-lettered."""
+    with wrap_redis_errors(f"read the origin of job {job_id!r} of {q.name!r}"):
+        raw = await q.client.hget(q.keys.job(job_id), "origin")
+    if raw is None or isinstance(raw, str):  # a client that decodes replies gives str
+        return raw
+    return raw.decode("utf-8", "replace")
+
+
+#: what json_body gives for a request without a body (JSON's null is None)
+NO_BODY: Final = object()
+
+
+async def json_body(request: Request, max_bytes: int) -> Any:
+    """The request's body as JSON (NO_BODY when it is empty or blank): 400 ``bad_body``
+    when it is larger than ``max_bytes`` or not JSON (``NaN`` and ``Infinity`` included)."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_CHANGE_BODY:
-            raise ApiError(400, "bad_body",
-                           f"the body is larger than {MAX_CHANGE_BODY} bytes")
+        if len(raw) > max_bytes:
+            raise ApiError(400, "bad_body", f"the body is larger than {max_bytes} bytes")
 
     def refuse(name: str) -> None:
         raise ValueError(f"{name} is not a JSON number")
 
     try:
-        body = json.loads(raw, parse_constant=refuse) if raw.strip() else None
+        return json.loads(raw, parse_constant=refuse) if raw.strip() else NO_BODY
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
         raise ApiError(400, "bad_body", f"the body is not JSON: {e}") from None
+
+
+async def change_body(request: Request) -> dict[str, Any]:
+    """The body of POST .../change: a JSON object with ``priority`` (an integer) and/or
+    ``delay_s`` (a number), ``null`` standing for a field not given. Anything else is a
+    400 ``bad_body``; the ranges are the queue's to check (ConfigurationError)."""
+    body = await json_body(request, MAX_CHANGE_BODY)
     if not isinstance(body, dict):
         raise ApiError(400, "bad_body", 'the body must be a JSON object: {"priority": 5},'
                                         ' {"delay_s": 60} or both')
@@ -313,6 +347,35 @@ async def change_body(request: Request) -> dict[str, Any]:
     if priority is None and delay_s is None:
         raise ApiError(400, "bad_body", "nothing to change: give priority, delay_s or both")
     return {"priority": priority, "delay_s": delay_s}
+
+
+async def redrive_body(request: Request) -> dict[str, Any]:
+    """The optional body of POST .../redrive: nothing, or a JSON object with ``task`` (a
+    task's name), ``error`` (a text the job's error contains) and/or ``limit`` (at most
+    this many jobs, 1..1,000,000), ``null`` standing for a field not given. Anything else
+    is a 400 ``bad_body``."""
+    body = await json_body(request, MAX_REDRIVE_BODY)
+    if body is NO_BODY:
+        return {"task": None, "error": None, "limit": None}
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_body", 'the body must be a JSON object, e.g. {"task":'
+                                        ' "send_email", "error": "timeout", "limit": 100},'
+                                        " or nothing (every job)")
+    unknown = sorted(set(body) - set(REDRIVE_FIELDS))
+    if unknown:
+        raise ApiError(400, "bad_body", f"unknown field(s) {unknown}: give task, error"
+                                        " and/or limit")
+    task, error, limit = body.get("task"), body.get("error"), body.get("limit")
+    for name, value, cap in (("task", task, MAX_REDRIVE_TASK),
+                             ("error", error, MAX_REDRIVE_ERROR)):
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= cap):
+            raise ApiError(400, "bad_body",
+                           f"{name} must be a string of 1 to {cap} characters, got {value!r:.80}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= MAX_REDRIVE_LIMIT):
+        raise ApiError(400, "bad_body", f"limit must be an integer from 1 to"
+                                        f" {MAX_REDRIVE_LIMIT:,}, got {limit!r:.80}")
+    return {"task": task, "error": error, "limit": limit}
 
 
 def requester(request: Request) -> str:
@@ -444,6 +507,7 @@ def create_app(queues: Queue | Sequence[Queue], *, token: str | None = None,
         Route(base + "/job/cancel", api.job_by_query, methods=["POST"]),
         Route(base + "/job/change", api.job_by_query, methods=["POST"]),
         Route(base + "/retry-failed", api.retry_failed, methods=["POST"]),
+        Route(base + "/redrive", api.redrive, methods=["POST"]),
         Route(base + "/pause", api.pause, methods=["POST"]),
         Route(base + "/resume", api.resume, methods=["POST"]),
         Route(base + "/workers", api.workers, methods=["GET"]),

@@ -56,8 +56,8 @@ _CHANGE_TEXT: Final = (
 _JOB_TEXT: Final = (
     "one job: arguments and result (capped), progress, attempts, error and traceback,"
     " timestamps, who cancelled it (cancelled_by), whether its cancellation is pending"
-    " (cancel_requested), and its log (logs: its last 100 lines, oldest first, each"
-    " {at, attempt, text})")
+    " (cancel_requested), the queue it came from when it was dead-lettered (origin), and"
+    " its log (logs: its last 100 lines, oldest first, each {at, attempt, text})")
 _LOG_LINE: Final[dict[str, Any]] = {
     "type": "object", "required": ["at", "attempt", "text"], "properties": {
         "at": {"type": "string", "description": "when it was written (ISO-8601, UTC, ms)"},
@@ -65,7 +65,38 @@ _LOG_LINE: Final[dict[str, Any]] = {
         "text": {"type": "string", "description": "at most 2,000 characters"},
     }}
 _JOB_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object", "properties": {"logs": {"type": "array", "items": _LOG_LINE}}}
+    "type": "object", "properties": {
+        "logs": {"type": "array", "items": _LOG_LINE},
+        "origin": {"type": ["string", "null"], "description":
+                   "in a dead-letter queue: the queue the job failed in and goes back to"
+                   " when redriven; null for a job that was never dead-lettered"},
+    }}
+_REDRIVEN: Final[dict[str, Any]] = {
+    "type": "object", "required": ["ok", "action", "redriven"], "properties": {
+        "ok": {"const": True}, "action": {"const": "redrive"},
+        "redriven": {"type": "integer", "minimum": 0,
+                     "description": "how many jobs went back to their origin queues"},
+    }}
+_REDRIVE_BODY: Final[dict[str, Any]] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "task": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                     "description": "only the jobs of this task (its name)"},
+            "error": {"type": ["string", "null"], "minLength": 1, "maxLength": 1000,
+                      "description": "only the jobs whose error contains this text"},
+            "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
+                      "description": "at most this many jobs, oldest first"},
+        }}}},
+    "description": "which jobs (null: not filtered); no body: every job of the queue."
+                   " Anything else is 400 bad_body",
+}
+_REDRIVE_TEXT: Final = (
+    "this queue being a dead-letter queue: send its failed jobs back to their origin queues"
+    " as new waiting jobs with the same ids and fresh attempts (all of them, or those of a"
+    " task, or those whose error contains a text; at most limit). Jobs with no origin stay."
+    " 400 bad_body for a body that is not such an object or is out of range")
 _CANCEL_TEXT: Final = (
     "cancel a waiting, delayed or active job (409 once it has finished: completed, failed or"
     " cancelled). Recorded as cancelled by 'http', or 'http:<user>' when the host app"
@@ -186,6 +217,9 @@ def openapi_document(*, read_only: bool = False) -> dict[str, Any]:
                         schema=_CHANGED, body=_CHANGE_BODY)},
         "/api/queues/{queue}/retry-failed": {
             "post": _op("put every failed job back to waiting", [_QUEUE], changes=True)},
+        "/api/queues/{queue}/redrive": {
+            "post": _op(_REDRIVE_TEXT, [_QUEUE], changes=True, schema=_REDRIVEN,
+                        body=_REDRIVE_BODY)},
         "/api/queues/{queue}/pause": {
             "post": _op("workers stop taking jobs of this queue", [_QUEUE], changes=True)},
         "/api/queues/{queue}/resume": {

@@ -131,6 +131,15 @@
     $("pause-btn").dataset.paused = q.paused ? "1" : "0";
     $("retry-all-btn").disabled = !q.counts.failed;
     renderTabs(q.counts);
+    renderRedrive(q.counts);
+  }
+
+  // the Redrive button: on the failed tab only (a dead-letter queue's failed jobs go back
+  // to the queues they came from); hidden with every other change when read-only
+  function renderRedrive(counts) {
+    const button = $("redrive-btn");
+    button.hidden = view.state !== "failed";
+    if (counts) button.disabled = !counts.failed;
   }
 
   const count = (counts, state) => typeof counts[state] === "number" ? counts[state].toLocaleString() : "–";
@@ -151,7 +160,7 @@
   function renderTabs(counts) {
     $("state-tabs").replaceChildren(...STATES.map((s) => el("button", {
       type: "button", class: s === view.state ? "selected" : "", "data-state": s,
-      onclick: () => { view.state = s; view.offset = 0; refresh(false); },
+      onclick: () => { view.state = s; view.offset = 0; renderRedrive(null); refresh(false); },
     }, s + " (" + count(counts, s) + ")")));
   }
 
@@ -234,6 +243,7 @@
       ["stalls", job.stalls], ["priority", job.priority], ["created", job.created_at],
       ["started", job.started_at], ["finished", job.finished_at], ["due", job.due_at],
       ["worker", job.worker]];
+    if (job.origin) fields.push(["origin", job.origin]);
     if (job.cancelled_by) fields.push(["cancelled by", job.cancelled_by]);
     if (job.cancel_requested) fields.push(["cancel", "requested: its worker is stopping it"]);
     const cancel = $("detail-cancel");
@@ -441,6 +451,21 @@
     if (!confirm("Retry every failed job of " + view.queue + "?")) return;
     try { const r = await api(qpath() + "/retry-failed", { method: "POST" }); say("retried " + r.retried + " job(s)"); }
     catch (e) { say(e.message, true); }
+    refresh(false);
+  });
+
+  // POST .../redrive, no body: every failed job that has an origin queue goes back to it
+  $("redrive-btn").addEventListener("click", async (ev) => {
+    const queue = view.queue;
+    if (!queue) return;
+    if (!confirm("Send every failed job of " + queue + " back to the queue it came from?")) return;
+    const button = ev.currentTarget;
+    button.disabled = true;
+    try {
+      const r = await api("api/queues/" + encodeURIComponent(queue) + "/redrive", { method: "POST" });
+      say("Redrive " + queue + ": " + r.redriven + " job(s) sent back to their origin queues");
+    }
+    catch (e) { say("Redrive " + queue + ": " + e.message, true); }
     refresh(false);
   });
 
