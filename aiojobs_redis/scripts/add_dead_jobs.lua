@@ -1,4 +1,4 @@
-#!lua flags=allow-oom
+#!lua
 --[[ add_dead_jobs: (nothing) -> failed, in a dead-letter queue: jobs that failed for good in
   another queue arrive with their whole record (attempts, error, traceback, log, origin); an
   id already here is left alone (the move is re-sent safely).

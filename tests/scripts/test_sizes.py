@@ -98,6 +98,18 @@ async def check_add_jobs(q: Queue, n: int) -> None:
     assert await _counts(q) == _only(waiting=n)
 
 
+async def check_add_dead_jobs(q: Queue, n: int) -> None:
+    """n dead jobs arrive in one call, each record a full one (100 log lines: ~220 fields,
+    one bounded HSET each); with retention, the trim stays bounded too."""
+    record: list[Any] = ["task", "t", "attempts", "3", "error", "ValueError: x"]
+    for i in range(1, 101):
+        record += (f"log:{i}", "line")
+    rows = [[f"d{i}", "origin", record] for i in range(n)]
+    statuses = await direct.run(q, "add_dead_jobs", q.events_maxlen, -1, -1, codec.pack(rows))
+    assert statuses == [1] * n
+    assert await _counts(q) == _only(failed=n)
+
+
 async def check_fetch_jobs(q: Queue, n: int) -> None:
     """n due delayed jobs promoted, then n taken, in one call (two lists of n)."""
     await _enqueue(q, n, JobOptions(delay_s=0.001))
@@ -230,6 +242,7 @@ async def check_list_due_schedules(q: Queue, n: int) -> None:
 
 
 CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
+    "add_dead_jobs": check_add_dead_jobs,
     "add_jobs": check_add_jobs,
     "complete_jobs": check_complete_jobs,
     "drain_queue": check_drain_queue,
