@@ -23,6 +23,7 @@ from aiojobs_redis import (
     Task,
     Worker,
     WorkerContext,
+    WorkerState,
     current_job,
     task,
 )
@@ -514,3 +515,23 @@ async def test_a_failing_startup_hook_skips_the_shutdown_hooks(queue: Queue) -> 
     with pytest.raises(RuntimeError, match="database unreachable"):
         await worker.run()
     assert ran == []
+
+
+async def test_jobs_cancelled_before_their_first_step_free_their_slots(queue: Queue) -> None:
+    """A lease lost (or a cancel, or a shutdown) right after a fetch cancels job tasks that
+    have not run a step yet: their cleanup must still run, or their slots leak for good."""
+    from aiojobs_redis import JobOptions, codec
+    from aiojobs_redis.worker.execution import FetchedJob
+
+    worker = Worker(queue, tasks=[hold_forever], concurrency=5, handle_signals=False)
+    async with running(worker):
+        await wait_until(lambda: worker.state is WorkerState.RUNNING, timeout=10)
+        [lane] = worker.lanes
+        free = worker.free_slots()
+        assert worker.reserve(lane, 1) == 1  # as a fetch does for the job it takes
+        lane._start(FetchedJob(b"ghost", b"token", b"hold_forever",
+                               codec.encode_args("hold_forever", (), {}),
+                               codec.encode_options(JobOptions()), 1, 1, 0))
+        lane.mark_lost(["ghost"])  # in the same step: its task has not started
+        await wait_until(lambda: "ghost" not in lane.running, timeout=5)
+        assert worker.free_slots() == free

@@ -341,6 +341,15 @@ class Lane:
         entry = Running(job)
         self.running[job.id] = entry
         entry.task = asyncio.create_task(self._run_job(entry), name=f"ajr-job:{job.id}")
+        entry.task.add_done_callback(lambda _: self._never_ran(entry))
+
+    def _never_ran(self, entry: Running) -> None:
+        """A job task cancelled before its first step (a lease lost, a cancel or a
+        shutdown right after the fetch) never runs _run_job's cleanup: do it here."""
+        if self.running.get(entry.job.id) is entry:
+            del self.running[entry.job.id]
+            self.worker.release(1)
+            self.wake.set()
 
     async def _run_job(self, entry: Running) -> None:
         job = entry.job
