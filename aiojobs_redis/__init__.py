@@ -44,7 +44,7 @@ from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Rete
 from .producer.events import Event
 from .producer.headers import add_header_source, remove_header_source
 from .producer.job import Job, JobInfo, JobLogLine
-from .producer.queue import Queue, QueueLimits
+from .producer.queue import GroupLimits, Queue, QueueLimits
 from .producer.task import Task, TaskCall, task
 from .schedules.spec import CatchUp, Schedule
 from .schedules.store import ScheduleInfo, Schedules, Upserted
@@ -72,6 +72,7 @@ __all__ = (
     "ExponentialBackoff",
     "FailedJobsRule",
     "FixedBackoff",
+    "GroupLimits",
     "InvalidJobId",
     "InvalidQueueName",
     "Job",

@@ -43,6 +43,21 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
                " groups); the others are dropped by fetch_jobs"),
     "rate": ("ZSET", "fetch_jobs (with a rate limit: Queue.set_limits)",
              "the starts of the last period: at most the limit's max_starts"),
+    "parked": ("ZSET", "fetch_jobs (group limits), drain_queue",
+               "one member per group with jobs parked by a group limit"),
+    "group-limits": ("HASH", "Queue.set_group_limits",
+                     "one field per group given limits of its own"),
+    "group-keys": ("ZSET", "fetch_jobs (group limits)",
+                   "one member per group that started a job under a group limit within"
+                   " a day (pruned by fetch_jobs)"),
+    "group:<name>:parked": ("ZSET", "fetch_jobs, add_jobs, cancel_job, change_job, remove_job",
+                            "one per group with jobs parked by its limit: those jobs"),
+    "group:<name>:active": ("ZSET", "fetch_jobs (group max_active)",
+                            "one per limited group: its running jobs (finished ones dropped"
+                            " when read); expires a day after its last start"),
+    "group:<name>:rate": ("ZSET", "fetch_jobs (group rate limit)",
+                          "one per limited group: its starts of the last period; expires"
+                          " with the period"),
     "workers": ("ZSET", "worker heartbeats (worker id -> when its record expires)",
                 "live workers; dead ones pruned by live workers one lease after expiry"),
     "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
@@ -145,6 +160,10 @@ class QueueKeys:
     dedup_prefix: str
     rate: str
     groups: str
+    parked: str
+    group_limits: str
+    group_keys: str
+    group_prefix: str
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
@@ -177,6 +196,10 @@ class QueueKeys:
             dedup_prefix=base + "dedup:",
             rate=base + "rate",
             groups=base + "groups",
+            parked=base + "parked",
+            group_limits=base + "group-limits",
+            group_keys=base + "group-keys",
+            group_prefix=base + "group:",
         )
 
     def job(self, job_id: str) -> str:

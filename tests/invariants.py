@@ -11,6 +11,7 @@ the comparisons are set operations, so the Python side stays small too.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from itertools import combinations
 
 from redis.asyncio.cluster import RedisCluster
@@ -55,6 +56,11 @@ async def _members_with_states(client: AnyRedis, set_key: str,
     return members, await _hget_states(client, [prefix + m for m in members])
 
 
+async def _zset_members(client: AnyRedis, key: str) -> AsyncIterator[bytes]:
+    async for member, _ in client.zscan_iter(key, count=_SCAN_COUNT):
+        yield member
+
+
 async def check_invariants(client: AnyRedis, keys: QueueKeys) -> None:
     """Raise AssertionError naming the first problems if any of these does not hold:
 
@@ -95,6 +101,27 @@ async def check_invariants(client: AnyRedis, keys: QueueKeys) -> None:
             else:
                 problem("in the wrong set", job_id, f"state {field.decode()!r} but in "
                         f"{set_key} (the set of {state.value!r})")
+
+    # jobs parked by group limits are waiting too, in their group's parked set; each such
+    # group is listed in `parked`, and meta.parked counts them all
+    parked_total = 0
+    listed = {g async for g in _zset_members(client, keys.parked)}
+    group_prefix = keys.group_prefix.encode()
+    async for set_key in client.scan_iter(match=group_prefix + b"*:parked", count=_SCAN_COUNT):
+        group = set_key[len(group_prefix):-len(b":parked")]
+        ids, states = await _members_with_states(client, set_key.decode(), prefix)
+        in_set[set_key.decode()] = set(ids)
+        parked_total += len(ids)
+        if ids and group not in listed:
+            problems.append(f"group {group!r} has parked jobs but is not in {keys.parked}")
+            counts["in no set"] += 1
+        for job_id, field in zip(ids, states, strict=True):
+            if field != b"waiting":
+                problem("in the wrong set", job_id, f"state {field!r} but parked in {set_key!r}")
+    recorded = int(await client.hget(keys.meta, "parked") or 0)
+    if recorded != parked_total:
+        problems.append(f"meta.parked says {recorded}, the parked sets hold {parked_total}")
+        counts["in no set"] += 1
 
     for (key_a, ids_a), (key_b, ids_b) in combinations(in_set.items(), 2):
         for job_id in ids_a & ids_b:

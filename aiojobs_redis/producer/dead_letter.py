@@ -70,7 +70,8 @@ async def move_to_dead_letter(origin: Queue, dead: Queue, job_ids: Sequence[str]
             batch = origin.batch()
             for row in rows:
                 batch.add(remove, remove.keys_of(origin.keys),
-                          [origin.keys.job_prefix, origin.events_maxlen, "", row[0]])
+                          [origin.keys.job_prefix, origin.events_maxlen, "", row[0],
+                           origin.keys.group_prefix])
             await batch.execute(origin.client)
         moved += len(rows)
     return moved
@@ -120,7 +121,7 @@ async def redrive(dead: Queue, *, task: str | None = None, error: str | None = N
                 statuses = await add(home.client, add.keys_of(home.keys),
                                      [home.keys.job_prefix, home.events_maxlen,
                                       codec.pack([row for _, row in items]),
-                                      home.keys.dedup_prefix])
+                                      home.keys.dedup_prefix, home.keys.group_prefix])
             existing = [job_id for (job_id, _), status in zip(items, statuses, strict=True)
                         if status == 0]
             if existing:  # still failed in its origin (a move cut short): retry it there
@@ -130,7 +131,8 @@ async def redrive(dead: Queue, *, task: str | None = None, error: str | None = N
                 batch = dead.batch()
                 for job_id, _ in items:
                     batch.add(remove, remove.keys_of(dead.keys),
-                              [dead.keys.job_prefix, dead.events_maxlen, "", job_id])
+                              [dead.keys.job_prefix, dead.events_maxlen, "", job_id,
+                               dead.keys.group_prefix])
                 await batch.execute(dead.client)
             sent += len(items)
         offset += skipped

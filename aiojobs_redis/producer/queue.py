@@ -47,6 +47,44 @@ class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_starts: int | None = None
     per_s: float | None = None
     max_active: int | None = None
+    #: the same three for each group (``JobOptions(group=...)``) on its own
+    group_max_starts: int | None = None
+    group_per_s: float | None = None
+    group_max_active: int | None = None
+
+
+class GroupLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The limits of one group (``None``: that limit is off); see
+    :meth:`Queue.set_group_limits`."""
+
+    max_starts: int | None = None
+    per_s: float | None = None
+    max_active: int | None = None
+
+
+def _rate_fields(max_starts: int | None, per_s: float | None,
+                 max_active: int | None) -> tuple[int | None, int | None, int | None]:
+    """Check one set of limits; returns (max_starts, per_s in ms, max_active)."""
+    if (max_starts is None) != (per_s is None):
+        raise ConfigurationError("give max_starts and per_s together")
+    rate_ms = None
+    if max_starts is not None and per_s is not None:
+        _check_limit("max_starts", max_starts, 1, 100_000)
+        if isinstance(per_s, bool) or not isinstance(per_s, int | float) \
+                or not 0.001 <= per_s <= 86_400:
+            raise ConfigurationError(f"per_s must be from 0.001 to 86400, not {per_s!r}")
+        rate_ms = max(1, round(per_s * 1000))
+    if max_active is not None:
+        _check_limit("max_active", max_active, 1, 1_000_000)
+    return max_starts, rate_ms, max_active
+
+
+_LIMIT_FIELDS = ("rate_max", "rate_ms", "max_active", "g_rate_max", "g_rate_ms", "g_max_active")
+
+
+def _check_group(group: object) -> None:
+    if not isinstance(group, str) or not 1 <= len(group.encode()) <= 200:
+        raise ConfigurationError(f"a group must be a string of 1-200 bytes, not {group!r}")
 
 
 def _check_limit(name: str, value: object, low: int, high: int) -> None:
@@ -212,7 +250,7 @@ class Queue:
         keys = script.keys_of(self.keys)
         for start in range(0, len(argv_rows), _CHUNK):
             batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK]),
-                                     self.keys.dedup_prefix])
+                                     self.keys.dedup_prefix, self.keys.group_prefix])
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
             results = await batch.execute(self.client)
         self.check_replicated(batch, "enqueue", tuple(ids))
@@ -294,9 +332,12 @@ class Queue:
         pipe = self.client.pipeline(transaction=False)
         for key in state_keys(self.keys):
             pipe.zcard(key)
+        pipe.hget(self.keys.meta, "parked")  # waiting jobs parked by group limits
         with wrap_redis_errors(f"count jobs of queue {self.name!r}"):
             values = await pipe.execute()
-        return dict(zip(STATE_SETS, values, strict=True))
+        counts = dict(zip(STATE_SETS, values[:-1], strict=True))
+        counts[JobState.WAITING] += max(int(values[-1] or 0), 0)
+        return counts
 
     async def job_ids(self, state: JobState, *, offset: int = 0, limit: int = 100,
                       newest_first: bool = False) -> list[str]:
@@ -357,12 +398,13 @@ class Queue:
 
     # ------------------------------------------------------------------ changes
 
-    async def _job_script(self, name: str, job_id: str, operation: str) -> None:
+    async def _job_script(self, name: str, job_id: str, operation: str,
+                          *extra: str) -> None:
         script = SCRIPTS[name]
         with wrap_redis_errors(f"{operation} job {job_id!r}"):
             status = await script(self.client, script.keys_of(self.keys),
                                   [self.keys.job_prefix, self.events_maxlen, self._op_key(),
-                                   job_id])
+                                   job_id, *extra])
         error = status_error(int(status), job_id, operation)
         if error is not None:
             raise error
@@ -373,7 +415,7 @@ class Queue:
         return self.keys.op_prefix + secrets.token_hex(8)
 
     async def remove_job(self, job_id: str) -> None:
-        await self._job_script("remove_job", job_id, "remove")
+        await self._job_script("remove_job", job_id, "remove", self.keys.group_prefix)
 
     async def promote_job(self, job_id: str) -> None:
         await self._job_script("promote_job", job_id, "promote")
@@ -401,7 +443,8 @@ class Queue:
             reply = await script(self.client, script.keys_of(self.keys), [
                 self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id, who,
                 -1 if keep_count is None else keep_count,
-                -1 if keep_age is None else int(keep_age * 1000), self.keys.cancel_channel])
+                -1 if keep_age is None else int(keep_age * 1000), self.keys.cancel_channel,
+                self.keys.group_prefix])
         status = int(reply[0])
         if status == 1:
             return JobState.CANCELLED
@@ -431,7 +474,8 @@ class Queue:
             reply = await script(self.client, script.keys_of(self.keys), [
                 self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id,
                 "" if checked.priority is None else checked.priority,
-                "" if checked.delay_s is None else int(checked.delay_s * 1000)])
+                "" if checked.delay_s is None else int(checked.delay_s * 1000),
+                self.keys.group_prefix])
         status = int(reply[0])
         if status == -1:
             raise JobNotFound(job_id, "change", "no such job (removed, or expired by retention)")
@@ -510,7 +554,9 @@ class Queue:
             await pipe.execute()
 
     async def set_limits(self, *, max_starts: int | None = None, per_s: float | None = None,
-                         max_active: int | None = None) -> None:
+                         max_active: int | None = None, group_max_starts: int | None = None,
+                         group_per_s: float | None = None,
+                         group_max_active: int | None = None) -> None:
         """Limit this queue across all its workers (stored in Redis; replaces earlier limits).
 
         ``max_starts`` per ``per_s`` seconds: at most that many jobs start in any window of
@@ -519,36 +565,72 @@ class Queue:
         by the rate limit sleeps until the window lets the next job start (no polling); one
         held back by ``max_active`` takes the next job when one of its own finishes, and
         looks again at least every 5 s. Jobs held back stay waiting, in order.
+
+        ``group_max_starts`` per ``group_per_s`` and ``group_max_active``: the same limits
+        for each group (``JobOptions(group=...)``) on its own, e.g. 10 calls per second per
+        customer account; :meth:`set_group_limits` gives one group limits of its own. A job
+        whose group has no room is parked: set aside with its group's other waiting jobs,
+        which keep their places and return to the line as the group gets room (other
+        groups' jobs run meanwhile). Parked jobs count as waiting.
         """
-        if (max_starts is None) != (per_s is None):
-            raise ConfigurationError("give max_starts and per_s together")
-        fields: dict[Any, Any] = {}  # redis-py types the mapping invariantly
-        if max_starts is not None and per_s is not None:
-            _check_limit("max_starts", max_starts, 1, 100_000)
-            if isinstance(per_s, bool) or not isinstance(per_s, int | float) \
-                    or not 0.001 <= per_s <= 86_400:
-                raise ConfigurationError(f"per_s must be from 0.001 to 86400, not {per_s!r}")
-            fields["rate_max"], fields["rate_ms"] = max_starts, max(1, round(per_s * 1000))
-        if max_active is not None:
-            _check_limit("max_active", max_active, 1, 1_000_000)
-            fields["max_active"] = max_active
+        rate_max, rate_ms, active = _rate_fields(max_starts, per_s, max_active)
+        g_rate_max, g_rate_ms, g_active = _rate_fields(group_max_starts, group_per_s,
+                                                       group_max_active)
+        values = (rate_max, rate_ms, active, g_rate_max, g_rate_ms, g_active)
+        fields: dict[Any, Any] = {  # redis-py types the mapping invariantly
+            name: value for name, value in zip(_LIMIT_FIELDS, values, strict=True)
+            if value is not None}
         with wrap_redis_errors(f"set the limits of queue {self.name!r}"):
             pipe = self.client.pipeline(transaction=True)  # one slot: fine on Cluster too
-            pipe.hdel(self.keys.meta, "rate_max", "rate_ms", "max_active")
+            pipe.hdel(self.keys.meta, *_LIMIT_FIELDS)
             if fields:
                 pipe.hset(self.keys.meta, mapping=fields)
+            pipe.zunionstore(self.keys.parked, {self.keys.parked: 0})  # parked: look again
             pipe.zadd(self.keys.marker, {"w": 0})  # idle workers look again
             await pipe.execute()
 
     async def limits(self) -> QueueLimits:
         """The queue's limits as :meth:`set_limits` stored them."""
         with wrap_redis_errors(f"read the limits of queue {self.name!r}"):
-            rate_max, rate_ms, max_active = await self.client.hmget(
-                self.keys.meta, ["rate_max", "rate_ms", "max_active"])
+            raw = await self.client.hmget(self.keys.meta, list(_LIMIT_FIELDS))
+        v = [None if x is None else int(x) for x in raw]
         return QueueLimits(
-            max_starts=None if rate_max is None else int(rate_max),
-            per_s=None if rate_ms is None else int(rate_ms) / 1000,
-            max_active=None if max_active is None else int(max_active))
+            max_starts=v[0], per_s=None if v[1] is None else v[1] / 1000, max_active=v[2],
+            group_max_starts=v[3], group_per_s=None if v[4] is None else v[4] / 1000,
+            group_max_active=v[5])
+
+    async def set_group_limits(self, group: str, *, max_starts: int | None = None,
+                               per_s: float | None = None,
+                               max_active: int | None = None) -> None:
+        """Give one group limits of its own, in place of the queue's group limits
+        (:meth:`set_limits`); with no limit given, the group goes back to those. A limit
+        left out is off for this group."""
+        _check_group(group)
+        rate_max, rate_ms, active = _rate_fields(max_starts, per_s, max_active)
+        text = ":".join("" if x is None else str(x) for x in (active, rate_max, rate_ms))
+        with wrap_redis_errors(f"set the limits of group {group!r} of queue {self.name!r}"):
+            pipe = self.client.pipeline(transaction=True)
+            if text == "::":
+                pipe.hdel(self.keys.group_limits, group)
+            else:
+                pipe.hset(self.keys.group_limits, group, text)
+                pipe.hset(self.keys.meta, "g_over", 1)  # fetch_jobs reads group-limits
+            pipe.zadd(self.keys.parked, {group: 0}, xx=True)  # parked: look again
+            pipe.zadd(self.keys.marker, {"w": 0})
+            await pipe.execute()
+
+    async def group_limits(self, group: str) -> GroupLimits | None:
+        """The limits :meth:`set_group_limits` gave this group (None: it has the
+        queue's group limits)."""
+        _check_group(group)
+        with wrap_redis_errors(f"read the limits of group {group!r} of queue {self.name!r}"):
+            raw = await self.client.hget(self.keys.group_limits, group)
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        active, rate_max, rate_ms = (int(x) if x else None for x in text.split(":"))
+        return GroupLimits(max_starts=rate_max, max_active=active,
+                           per_s=None if rate_ms is None else rate_ms / 1000)
 
     def dead_letter_queue(self) -> Queue | None:
         """The :attr:`dead_letter` queue (None without one): the Queue given, or one of
@@ -569,13 +651,14 @@ class Queue:
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job; returns how many."""
-        return await self._loop_script("drain_queue", [])
+        return await self._loop_script("drain_queue", [self.keys.group_prefix])
 
     async def obliterate(self, *, force: bool = False) -> int:
         """Delete the whole queue: jobs of every state, events, settings, schedules,
         metrics, worker records. Refused while jobs are active unless ``force``.
         Returns the number of jobs deleted."""
-        deleted = await self._loop_script("obliterate_queue", ["1" if force else "0"])
+        deleted = await self._loop_script("obliterate_queue", ["1" if force else "0",
+                                                               self.keys.group_prefix])
         with wrap_redis_errors(f"obliterate {self.name!r}"):  # what is left: a few keys
             rest = [k async for k in self.client.scan_iter(match=self.keys.base + "*",
                                                             count=1000)]

@@ -47,14 +47,14 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
         ("wait", "delayed", "events", "marker", "seq", "meta", "groups"),
-        ("job_prefix", "events_maxlen", "jobs", "dedup_prefix"),
+        ("job_prefix", "events_maxlen", "jobs", "dedup_prefix", "group_prefix"),
     ),
     ScriptSpec(
         "fetch_jobs",
         ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed", "rate",
-         "groups"),
+         "groups", "parked", "group_limits", "group_keys"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
-         "promote_limit", "memo_prefix", "keep_count", "keep_age_ms"),
+         "promote_limit", "memo_prefix", "keep_count", "keep_age_ms", "group_prefix"),
     ),
     ScriptSpec(
         "complete_jobs",
@@ -86,8 +86,8 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "remove_job",
-        ("wait", "delayed", "completed", "failed", "cancelled", "events"),
-        ("job_prefix", "events_maxlen", "op_key", "id"),
+        ("wait", "delayed", "completed", "failed", "cancelled", "events", "meta"),
+        ("job_prefix", "events_maxlen", "op_key", "id", "group_prefix"),
     ),
     ScriptSpec(
         "add_dead_jobs",
@@ -98,14 +98,14 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
                ("job_prefix", "id", "token", "line", "cap", "events_maxlen")),
     ScriptSpec(
         "change_job",
-        ("wait", "delayed", "events", "marker", "seq"),
-        ("job_prefix", "events_maxlen", "op_key", "id", "priority", "delay_ms"),
+        ("wait", "delayed", "events", "marker", "seq", "meta"),
+        ("job_prefix", "events_maxlen", "op_key", "id", "priority", "delay_ms", "group_prefix"),
     ),
     ScriptSpec(
         "cancel_job",
-        ("wait", "delayed", "cancelled", "events"),
+        ("wait", "delayed", "cancelled", "events", "meta"),
         ("job_prefix", "events_maxlen", "op_key", "id", "by", "keep_count", "keep_age_ms",
-         "channel"),
+         "channel", "group_prefix"),
     ),
     ScriptSpec(
         "retry_jobs",
@@ -118,12 +118,13 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
         ("wait", "delayed", "events", "marker", "seq"),
         ("job_prefix", "events_maxlen", "op_key", "id"),
     ),
-    ScriptSpec("drain_queue", ("wait", "delayed"), ("job_prefix", "limit")),
+    ScriptSpec("drain_queue", ("wait", "delayed", "meta", "parked"),
+               ("job_prefix", "limit", "group_prefix")),
     ScriptSpec(
         "obliterate_queue",
         ("wait", "delayed", "active", "completed", "failed", "cancelled", "events", "marker",
-         "seq", "meta", "rate", "groups"),
-        ("job_prefix", "limit", "force"),
+         "seq", "meta", "rate", "groups", "parked", "group_limits", "group_keys"),
+        ("job_prefix", "limit", "force", "group_prefix"),
     ),
     ScriptSpec(
         "fire_schedule",

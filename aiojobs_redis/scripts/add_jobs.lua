@@ -12,7 +12,8 @@
   KEYS[3] events    STREAM  capped at about ARGV[2] entries
   KEYS[4] marker    ZSET    one member; wakes one idle worker
   KEYS[5] seq       STRING  FIFO sequence counter: the last place of the jobs without a group
-  KEYS[6] meta      HASH    field v: the place of the last job a worker took
+  KEYS[6] meta      HASH    field v: the place of the last job a worker took; parked: how
+                            many jobs group limits hold in parked sets
   KEYS[7] groups    ZSET    group -> the last place given to one of its jobs
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
@@ -23,15 +24,18 @@
                        expires_ms (not started this long after the enqueue: expired),
                        group (1-200 bytes: its fair share among groups)
   ARGV[4] dedup_prefix key prefix of dedup windows
+  ARGV[5] group_prefix key prefix of per-group keys ('' or absent: no group limits here)
   Derived: <job_prefix><id> HASH for each job; <dedup_prefix><key> STRING (job id, expires
-           with its window) for each dedup key (same hash tag)
+           with its window) for each dedup key; <group_prefix><group>:parked ZSET: a job of
+           a group with parked jobs (group limits, fetch_jobs) lines up there, behind them,
+           and meta.parked counts it (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed)
            | the id of the existing job its dedup key names (a string; with debounce that
            job was updated) ]]
 --!include jobs
-local prefix, maxlen = ARGV[1], ARGV[2]
+local prefix, maxlen, gprefix = ARGV[1], ARGV[2], ARGV[5] or ''
 local jobs = cmsgpack.unpack(ARGV[3])
 if type(jobs) ~= 'table' then return bad_input('add_jobs', 'jobs must be an array') end
 for i, job in ipairs(jobs) do
@@ -71,7 +75,7 @@ for i, job in ipairs(jobs) do
   local x = job[9] or {}
   local window = x.dedup and (ARGV[4] .. x.dedup)
   local holder = window and redis.call('GET', window)
-  local held = holder and redis.call('HMGET', prefix .. holder, 'state', 'priority')
+  local held = holder and redis.call('HMGET', prefix .. holder, 'state', 'priority', 'group')
   if held and not held[1] then holder = nil end -- its job is gone: the window is free
   if holder and x.debounce and (held[1] == 'waiting' or held[1] == 'delayed') then
     -- debounce: the pending job takes the new arguments and delay; the window restarts
@@ -79,14 +83,15 @@ for i, job in ipairs(jobs) do
     local priority, delay, due_at = tonumber(held[2]), job[7], job[8]
     local due = -1
     if delay > 0 then due = now + delay elseif due_at > now then due = due_at end
-    redis.call('ZREM', KEYS[1], holder)
+    leave_line(KEYS[1], KEYS[6], gprefix, hkey, holder)
     redis.call('ZREM', KEYS[2], holder)
     if due > 0 then
       redis.call('HSET', hkey, 'payload', job[3], 'state', 'delayed', 'due', due, 'ready', due)
       redis.call('ZADD', KEYS[2], due, holder)
     else
       redis.call('HSET', hkey, 'payload', job[3], 'state', 'waiting', 'due', -1, 'ready', now)
-      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + seq + i, holder)
+      line_up(KEYS[1], KEYS[6], gprefix, held[3] or nil, (1000 - priority) * BAND + seq + i,
+        holder)
       woke = true
     end
     redis.call('SET', window, holder, 'PX', x.ttl_ms)
@@ -107,6 +112,7 @@ for i, job in ipairs(jobs) do
       'priority', priority, 'max_attempts', job[6], 'attempts', 0, 'stalls', 0,
       'state', state, 'created', now, 'due', due, 'ready', math.max(due, now))
     if x.expires_ms then redis.call('HSET', key, 'expires', now + x.expires_ms) end
+    if x.group then redis.call('HSET', key, 'group', x.group) end
     if due > 0 then
       redis.call('ZADD', KEYS[2], due, id)
     else
@@ -114,9 +120,8 @@ for i, job in ipairs(jobs) do
       if x.group then
         place = math.max(v, tonumber(redis.call('ZSCORE', KEYS[7], x.group) or -1) + 1)
         redis.call('ZADD', KEYS[7], place, x.group)
-        redis.call('HSET', key, 'group', x.group)
       end
-      redis.call('ZADD', KEYS[1], (1000 - priority) * BAND + place, id)
+      line_up(KEYS[1], KEYS[6], gprefix, x.group, (1000 - priority) * BAND + place, id)
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'added', 'id', id)
     woke = true

@@ -8,6 +8,7 @@
   KEYS[2] delayed    ZSET    job id -> due time (ms)
   KEYS[3] cancelled  ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[4] events     STREAM  capped at about ARGV[2] entries
+  KEYS[5] meta       HASH    parked: jobs parked by group limits (one less if this was one)
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] op_key       fresh per call: a success is kept there for 60 s, and the same call
@@ -17,7 +18,9 @@
   ARGV[6] keep_count   cancelled jobs to keep (-1: no count limit; 0: delete at once)
   ARGV[7] keep_age_ms  cancelled jobs older than this are deleted (-1: no age limit)
   ARGV[8] channel      the queue's cancel channel: PUBLISH <id> there for an active job
-  Derived: <job_prefix><id> HASH and each trimmed job's; ARGV[3] STRING (same hash tag)
+  ARGV[9] group_prefix key prefix of per-group keys
+  Derived: <job_prefix><id> HASH and each trimmed job's; ARGV[3] STRING;
+           <group_prefix><group>:parked ZSET, where a waiting job may be parked (same tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: {1} CANCELLED | {2} REQUESTED (active: its worker cancels it) | {-1} NO_JOB
@@ -44,7 +47,7 @@ end
 if state ~= 'waiting' and state ~= 'delayed' then return {-3, state} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', KEYS[1], id)
+leave_line(KEYS[1], KEYS[5], ARGV[9] or '', key, id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', key, 'cancelled_by', by)
 to_cancelled(key, id, KEYS[3], KEYS[4], maxlen, now, keep_count, by)

@@ -13,10 +13,15 @@
   KEYS[10] meta      HASH
   KEYS[11] rate      ZSET
   KEYS[12] groups    ZSET
+  KEYS[13] parked    ZSET    group -> when to look at its parked jobs again
+  KEYS[14] group_limits HASH
+  KEYS[15] group_keys ZSET   group -> when its active and rate sets expire
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] limit
   ARGV[3] force        1: also delete active jobs (their workers' outcomes will be refused)
-  Derived: <job_prefix><id> HASH for each job (same hash tag)
+  ARGV[4] group_prefix key prefix of per-group keys
+  Derived: <job_prefix><id> HASH for each job; <group_prefix><group>:parked, :active and
+           :rate ZSETs of the groups listed (same hash tag)
   Includes: lib/jobs.lua
   Returns: jobs deleted by this call (0: the queue is gone) | -3 WRONG_STATE (active jobs) ]]
 --!include jobs
@@ -26,7 +31,21 @@ if not limit or limit < 1 then return bad_input('obliterate_queue', 'limit must 
 if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
 local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]},
   limit)
+if removed < limit then
+  removed = removed + purge_parked(ARGV[1], KEYS[13], KEYS[10], ARGV[4], limit - removed)
+end
 if removed == 0 then
-  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
+  -- the groups' active and rate sets (those of the groups that started jobs within a day)
+  local groups = redis.call('ZRANGE', KEYS[15], 0, -1)
+  for i = 1, #groups, 500 do
+    local names = {}
+    for j = i, math.min(i + 499, #groups) do
+      names[#names + 1] = ARGV[4] .. groups[j] .. ':active'
+      names[#names + 1] = ARGV[4] .. groups[j] .. ':rate'
+    end
+    redis.call('DEL', unpack(names))
+  end
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13],
+    KEYS[14], KEYS[15])
 end
 return removed

@@ -7,12 +7,15 @@
   KEYS[4] failed     ZSET    job id -> finished at (ms)
   KEYS[5] cancelled  ZSET    job id -> finished at (ms)
   KEYS[6] events     STREAM  capped at about ARGV[2] entries
+  KEYS[7] meta       HASH    parked: jobs parked by group limits (one less if this was one)
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] op_key       fresh per call: the reply is kept there for 60 s, and the same call
                        sent again answers it without acting twice
   ARGV[4] id
-  Derived: <job_prefix><id> HASH; ARGV[3] STRING (same hash tag)
+  ARGV[5] group_prefix key prefix of per-group keys
+  Derived: <job_prefix><id> HASH; ARGV[3] STRING; <group_prefix><group>:parked ZSET, where
+           a waiting job may be parked (same hash tag)
   Includes: lib/jobs.lua
   Returns: 1 OK | -1 NO_JOB | -3 WRONG_STATE (active) ]]
 --!include jobs
@@ -23,7 +26,8 @@ local key = ARGV[1] .. id
 local state = redis.call('HGET', key, 'state')
 if not state then return -1 end
 if state == 'active' then return -3 end
-for k = 1, 5 do redis.call('ZREM', KEYS[k], id) end
+leave_line(KEYS[1], KEYS[7], ARGV[5] or '', key, id)
+for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
 redis.call('DEL', key)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[2], '*', 'e', 'removed', 'id', id)
 return remember(ARGV[3], 1)

@@ -273,6 +273,7 @@ class Lane:
             trip.fetches.append((trip.batch.add(fetch, fetch.keys_of(k), [
                 k.job_prefix, q.events_maxlen, want, self.worker.lease_ms, self.worker.id,
                 secrets.token_hex(6), _PROMOTE_LIMIT, k.fetch_prefix, *self._expired_keep,
+                k.group_prefix,
             ]), want))
         return trip
 

@@ -80,6 +80,59 @@ local function purge_sets(prefix, sets, limit)
   return removed
 end
 
+-- put a waiting job in line: in wait, or, while its group has jobs parked by a group limit
+-- (<group_prefix><group>:parked exists), behind them in that parked set (meta.parked counts)
+local function line_up(wait, meta, group_prefix, group, score, id)
+  if group and group_prefix ~= '' then
+    local parked = group_prefix .. group .. ':parked'
+    if redis.call('EXISTS', parked) == 1 then
+      redis.call('ZADD', parked, score, id)
+      redis.call('HINCRBY', meta, 'parked', 1)
+      return
+    end
+  end
+  redis.call('ZADD', wait, score, id)
+end
+
+-- take a job out of line (wait, or its group's parked set); returns its score, or nil
+local function leave_line(wait, meta, group_prefix, key, id)
+  local score = redis.call('ZSCORE', wait, id)
+  if score then
+    redis.call('ZREM', wait, id)
+    return score
+  end
+  local group = group_prefix ~= '' and redis.call('HGET', key, 'group')
+  if group then
+    local parked = group_prefix .. group .. ':parked'
+    score = redis.call('ZSCORE', parked, id)
+    if score then
+      redis.call('ZREM', parked, id)
+      redis.call('HINCRBY', meta, 'parked', -1)
+      return score
+    end
+  end
+  return nil
+end
+
+-- delete up to `limit` parked jobs (group limits): hash, parked-set entry, meta.parked;
+-- a group whose parked set is empty leaves the parked list; returns how many
+local function purge_parked(prefix, parked_list, meta, group_prefix, limit)
+  local removed = 0
+  for _, g in ipairs(redis.call('ZRANGE', parked_list, 0, 99)) do
+    if removed >= limit then break end
+    local set = group_prefix .. g .. ':parked'
+    local ids = redis.call('ZRANGE', set, 0, limit - removed - 1)
+    if #ids > 0 then
+      delete_jobs(prefix, ids)
+      call_chunked({'ZREM', set}, ids)
+      redis.call('HINCRBY', meta, 'parked', -#ids)
+      removed = removed + #ids
+    end
+    if redis.call('EXISTS', set) == 0 then redis.call('ZREM', parked_list, g) end
+  end
+  return removed
+end
+
 -- a call sent again after its reply was lost (same op_key, '' for none) answers what it
 -- answered the first time instead of acting again (an 'already done' would read as an error)
 local function replayed(op_key)
