@@ -39,6 +39,12 @@ def test_quick_benchmark_writes_rows(tmp_path: Path) -> None:
         assert row["jobs_per_s"] > 0, phase
         assert row["cmds_per_job"] is not None and row["cmds_per_job"] > 0, phase
     assert by_phase["latency"]["p99_ms"] is not None
+    rated = by_phase["rate_limited"]
+    assert rated["status"].startswith(("ok", "partial")), rated["status"]
+    extra = rated["extra"]
+    assert 0 < extra["max_per_window"] <= extra["rate_max"], extra
+    assert 0 < rated["jobs_per_s"] <= extra["rate_max"] / doc["settings"]["rate_per_s"] * 1.05
+    assert extra["rtts_per_window"] is not None
     assert by_phase["process_noop"]["rss_mb"] > 0
     assert doc["machine"]["redis"]
     assert "jobs/s" in proc.stdout

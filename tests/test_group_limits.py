@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +23,7 @@ from aiojobs_redis import (
 )
 from aiojobs_redis.connection import AnyRedis
 
+from .conftest import wait_until
 from .invariants import check_invariants
 from .test_worker import running
 
@@ -49,13 +49,6 @@ def _fresh() -> None:
     starts.clear()
     active.clear()
     peak.clear()
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def _script_calls(client: AnyRedis) -> int:
@@ -95,13 +88,13 @@ async def test_a_rate_limited_account_does_not_hold_up_the_others(
         async with running(workers[0]), running(workers[1]):
             async def parked_now() -> bool:
                 return len(starts["big"]) >= 5 and len(starts["none"]) == 10
-            await until(parked_now, "the first window's starts")
+            await wait_until(parked_now, timeout=15)
             counts = await queue.counts()
             # the 15 parked jobs of "big" still count as waiting
             assert counts[JobState.WAITING] == 15, counts
             async def all_started() -> bool:
                 return len(starts["big"]) == 20
-            await until(all_started, "20 starts of the big account")
+            await wait_until(all_started, timeout=15)
         calls = await _script_calls(queue.client) - before
     finally:
         await other_client.aclose()
@@ -147,7 +140,7 @@ async def test_parked_jobs_can_be_cancelled_changed_removed_drained(queue: Queue
         async def parked() -> bool:
             n = await queue.client.zcard(queue.keys.group_prefix + "g:parked")
             return bool(len(starts["g"]) == 1 and n == 5)
-        await until(parked, "one start and five parked jobs")
+        await wait_until(parked, timeout=15)
         assert (await queue.counts())[JobState.WAITING] == 5
         rest = [j for j in jobs if (await j.info()).state == JobState.WAITING]
         assert len(rest) == 5
@@ -171,12 +164,12 @@ async def test_lifting_the_limit_lets_parked_jobs_run(queue: Queue) -> None:
     async with running(worker):
         async def parked() -> bool:
             return bool(await queue.client.zcard(queue.keys.group_prefix + "g:parked") == 49)
-        await until(parked, "49 parked jobs")
+        await wait_until(parked, timeout=15)
         await queue.set_limits()  # wakes the idle worker
 
         async def done() -> bool:
             return len(starts["g"]) == 50
-        await until(done, "all 50 jobs")
+        await wait_until(done, timeout=15)
     await check_invariants(queue.client, queue.keys)
     assert await queue.client.hget(queue.keys.meta, "parked") == b"0"
 
@@ -189,7 +182,7 @@ async def test_obliterate_leaves_no_group_key(queue: Queue) -> None:
     async with running(worker):
         async def parked() -> bool:
             return bool(await queue.client.zcard(queue.keys.group_prefix + "g:parked") == 4)
-        await until(parked, "4 parked jobs")
+        await wait_until(parked, timeout=15)
     assert await queue.obliterate() == 5
     left = [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")]
     assert left == []

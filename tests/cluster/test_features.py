@@ -263,3 +263,48 @@ async def test_dead_letter_and_redrive_across_shards(shard_queues: list[Queue]) 
     assert (await dead.job(job.id).info()).error == "ValueError: negative"
     assert await dead.redrive() == 1
     assert (await origin.job(job.id).info()).state is JobState.WAITING
+
+
+_group_active: dict[str, int] = {}
+_group_peak: dict[str, int] = {}
+
+
+@task(name="cl.account")
+async def account(queue: str, group: str) -> None:
+    key = f"{queue}/{group}"
+    _group_active[key] = _group_active.get(key, 0) + 1
+    _group_peak[key] = max(_group_peak.get(key, 0), _group_active[key])
+    try:
+        await asyncio.sleep(0.05)  # the upstream call; the limit is what is tested
+    finally:
+        _group_active[key] -= 1
+
+
+async def _parked(q: Queue, group: str, n: int) -> bool:
+    return bool(await q.client.zcard(q.keys.group_prefix + group + ":parked") == n)
+
+
+async def test_group_limits_on_every_shard(shard_queues: list[Queue]) -> None:
+    """Group limits park and release jobs in each shard's own keys; a parked job can be
+    cancelled; obliterate leaves none of the per-group keys behind."""
+    from aiojobs_redis import GroupLimits
+
+    for q in shard_queues:
+        await q.set_limits(group_max_active=1)
+        await q.set_group_limits("b", max_active=2)
+        assert await q.group_limits("b") == GroupLimits(max_active=2)
+        await q.enqueue_many([account.options(group=g).call(q.name, g)
+                              for g in ("a", "b") * 6])
+        worker = Worker(q, tasks=[account], concurrency=10, handle_signals=False)
+        await asyncio.wait_for(worker.run(burst=True), 30)
+        assert worker.processed == 12
+        assert (_group_peak[f"{q.name}/a"], _group_peak[f"{q.name}/b"]) == (1, 2)
+
+        await q.set_limits(group_max_starts=1, group_per_s=60)
+        jobs = [await q.enqueue(account.options(group="c"), q.name, "c") for _ in range(3)]
+        async with running(Worker(q, tasks=[account], concurrency=10, handle_signals=False)):
+            await wait_until(lambda q=q: _parked(q, "c", 2), timeout=10)
+        assert await jobs[2].cancel() is JobState.CANCELLED
+        assert (await q.counts())[JobState.WAITING] == 1
+        await q.obliterate()
+        assert [k async for k in q.client.scan_iter(match=q.keys.base + "*")] == []
