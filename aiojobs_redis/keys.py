@@ -69,7 +69,9 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
               "one token; its absence means the queue's keys were wiped"),
     "metrics": ("HASH", "record_metrics (workers, batched with outcomes; stalled recovery)",
                 "a ring of 1440 one-minute slots (24 h): at most 1440 fields of ~44 integers"),
-    "metrics:total": ("HASH", "record_metrics", "cumulative counters: at most 44 fields"),
+    "metrics:total": ("HASH", "record_metrics; the job-control scripts (cancelled,"
+                      " deduplicated, dead_lettered, limited, parked)",
+                      "cumulative counters: at most 49 fields"),
     "metrics:batch:<id>": ("STRING", "record_metrics",
                            "one per metrics batch of the last 5 s (a replayed call is"
                            " not counted twice); expires after 5 s"),

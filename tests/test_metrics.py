@@ -34,6 +34,7 @@ from aiojobs_redis.worker.maintenance import recover_stalled
 
 from .conftest import wait_until
 from .scripts import direct
+from .test_worker import running
 
 
 @task(name="ok")
@@ -154,7 +155,7 @@ async def test_metrics_keys_stay_bounded_after_100k_outcomes(queue: Queue,
     assert elapsed < 30, f"recording 100,000 outcomes took {elapsed:.1f} s"
 
     assert await client.hlen(queue.keys.metrics) == m.MINUTE_SLOTS
-    assert await client.hlen(queue.keys.metrics_total) <= m.WIDTH
+    assert await client.hlen(queue.keys.metrics_total) <= m.TOTAL_FIELDS
     for value in (await client.hgetall(queue.keys.metrics)).values():
         assert len(value.split()) <= m.WIDTH + 1  # the minute stamp and WIDTH counters
     totals = await m.read_totals(client, queue.keys)
@@ -322,13 +323,13 @@ def test_operations_doc_matches_the_code() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(ajr_\w+)` \|", text, re.M))
     snap = m.Snapshot(queue="q", counts={"waiting": 0}, paused=False, workers=[],
-                      oldest_waiting_age_s=None, now_ms=0, totals=dict.fromkeys(m.LAYOUT, 0))
+                      oldest_waiting_age_s=None, now_ms=0, totals=dict.fromkeys(m.LAYOUT + m.EVENTS, 0))
     emitted = set()
     for fam in families([snap]):
         emitted.add(fam.name + ("_total" if fam.type == "counter" else ""))
     assert documented == emitted
     assert f"at most **{m.MINUTE_SLOTS:,} fields (24 h)**" in text
-    assert f"at most **{m.WIDTH} fields**" in text
+    assert f"at most **{m.TOTAL_FIELDS} fields**" in text
     assert f"The {m.WIDTH} counters of a slot" in text
 
 
@@ -342,3 +343,46 @@ async def test_oldest_waiting_age_counts_from_when_the_job_became_runnable(
                             mapping={"created": now_ms - 3_600_000, "ready": now_ms - 1000})
     snap = await m.snapshot(queue)
     assert snap.oldest_waiting_age_s is not None and 0.9 <= snap.oldest_waiting_age_s < 60
+
+
+@task(name="metrics.control", attempts=1)
+async def control(fail: bool) -> None:
+    if fail:
+        raise ValueError("for the dead-letter queue")
+
+
+async def test_job_control_counters(queue: Queue) -> None:
+    """cancelled, deduplicated, dead_lettered, limited and parked are counted where they
+    happen, in the totals (and so in Prometheus)."""
+    dead = Queue(queue.client, name=queue.name + ".dlq")
+    home = Queue(queue.client, name=queue.name, dead_letter=dead)
+    try:
+        waiting = await home.enqueue(control.options(delay_s=60), False)
+        await waiting.cancel()
+        await home.enqueue(control.options(dedup_key="k", dedup_ttl_s=60), False)
+        await home.enqueue(control.options(dedup_key="k", dedup_ttl_s=60), False)
+        await home.enqueue(control, True)  # fails for good: dead-lettered
+        worker = Worker(home, tasks=[control], handle_signals=False)
+        await asyncio.wait_for(worker.run(burst=True), 30)
+        await home.set_limits(group_max_starts=1, group_per_s=60)
+        await home.enqueue_many([control.options(group="g").call(False) for _ in range(3)])
+        async with running(Worker(home, tasks=[control], handle_signals=False)):
+            async def parked() -> bool:
+                return bool(await home.client.hget(home.keys.meta, "parked") == b"2")
+            await wait_until(parked)
+            await home.set_limits(max_starts=1, per_s=60, group_max_starts=1, group_per_s=60)
+            await home.enqueue_many([control.call(False) for _ in range(2)])  # 1 starts
+
+            async def limited() -> bool:
+                return (await m.read_totals(home.client, home.keys))["limited"] >= 1
+            await wait_until(limited)
+        totals = await m.read_totals(home.client, home.keys)
+        assert {k: totals[k] for k in m.EVENTS if k != "limited"} == {
+            "cancelled": 1, "deduplicated": 1, "dead_lettered": 0, "parked": 2}
+        assert (await m.read_totals(dead.client, dead.keys))["dead_lettered"] == 1
+        text = (await render([home, dead])).decode()
+        assert f'ajr_jobs_parked_total{{queue="{home.name}"}} 2.0' in text
+        assert f'ajr_jobs_dead_lettered_total{{queue="{dead.name}"}} 1.0' in text
+    finally:
+        await dead.obliterate(force=True)
+        await home.obliterate(force=True)

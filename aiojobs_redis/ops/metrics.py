@@ -9,8 +9,9 @@ check. Two hashes per queue:
     field ``minute % 1440`` holds ``"minute c1 c2 ..."``, the :data:`LAYOUT`
     counters of that minute. At most 1440 fields, whatever the uptime.
 ``ajr:{q}:metrics:total``
-    the same counters, cumulative (what Prometheus scrapes): at most
-    :data:`WIDTH` fields.
+    the same counters, cumulative (what Prometheus scrapes), and the
+    :data:`EVENTS` that job-control scripts count themselves: at most
+    :data:`TOTAL_FIELDS` fields.
 
 Wait and run times are kept as histograms over :data:`BUCKETS_MS`, so
 percentiles over any window are estimated from the summed buckets. The backlog,
@@ -78,6 +79,10 @@ LAYOUT: Final[tuple[str, ...]] = (
     COUNTERS + tuple(f"wait:{i}" for i in range(_NB)) + tuple(f"run:{i}" for i in range(_NB))
 )
 WIDTH: Final = len(LAYOUT)
+#: cumulative only, counted by the scripts where they happen (cancel_job, fail_jobs,
+#: recover_stalled, return_jobs; add_jobs; add_dead_jobs; fetch_jobs)
+EVENTS: Final = ("cancelled", "deduplicated", "dead_lettered", "limited", "parked")
+TOTAL_FIELDS: Final = WIDTH + len(EVENTS)
 _INDEX: Final = {name: i for i, name in enumerate(LAYOUT)}
 _WAIT0: Final = _INDEX["wait:0"]
 _RUN0: Final = _INDEX["run:0"]
@@ -308,14 +313,15 @@ async def read_window(client: AnyRedis, keys: QueueKeys, minutes: int = 60,
 
 
 async def read_totals(client: AnyRedis, keys: QueueKeys) -> dict[str, int]:
-    """The cumulative counters (every name of :data:`LAYOUT`, 0 when never written)."""
+    """The cumulative counters (every name of :data:`LAYOUT` and :data:`EVENTS`, 0 when
+    never written)."""
     with wrap_redis_errors(f"read metrics of queue {keys.queue!r}"):
         raw: Any = await client.hgetall(keys.metrics_total)
     return _totals(raw)
 
 
 def _totals(raw: Mapping[bytes, bytes]) -> dict[str, int]:
-    totals = dict.fromkeys(LAYOUT, 0)
+    totals = dict.fromkeys(LAYOUT + EVENTS, 0)
     for k, v in raw.items():
         name = k.decode()
         if name in totals:

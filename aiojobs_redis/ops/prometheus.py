@@ -63,7 +63,12 @@ def families(snapshots: Sequence[metrics.Snapshot]) -> list[Metric]:
         name: CounterMetricFamily(f"ajr_jobs_{name}", text, labels=["queue"])
         for name, text in (("completed", "Jobs completed"), ("failed", "Jobs failed for good"),
                            ("retried", "Failed attempts that will be retried"),
-                           ("stalled", "Stalled jobs recovered"))
+                           ("stalled", "Stalled jobs recovered"),
+                           ("cancelled", "Jobs cancelled (waiting, delayed or running)"),
+                           ("deduplicated", "Enqueues answered by an open dedup window"),
+                           ("dead_lettered", "Jobs moved into this dead-letter queue"),
+                           ("limited", "Fetches cut short by a queue limit while jobs waited"),
+                           ("parked", "Jobs parked by a group limit"))
     }
     hist = {
         kind: HistogramMetricFamily(f"ajr_job_{kind}_seconds", text, labels=["queue"])

@@ -46,13 +46,13 @@ class ScriptSpec:
 SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
-        ("wait", "delayed", "events", "marker", "seq", "meta", "groups"),
+        ("wait", "delayed", "events", "marker", "seq", "meta", "groups", "metrics_total"),
         ("job_prefix", "events_maxlen", "jobs", "dedup_prefix", "group_prefix"),
     ),
     ScriptSpec(
         "fetch_jobs",
         ("wait", "delayed", "active", "events", "marker", "seq", "meta", "failed", "rate",
-         "groups", "parked", "group_limits", "group_keys"),
+         "groups", "parked", "group_limits", "group_keys", "metrics_total"),
         ("job_prefix", "events_maxlen", "count", "lease_ms", "worker_id", "token_nonce",
          "promote_limit", "memo_prefix", "keep_count", "keep_age_ms", "group_prefix"),
     ),
@@ -63,19 +63,20 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "fail_jobs",
-        ("active", "wait", "delayed", "failed", "events", "marker", "seq", "cancelled"),
+        ("active", "wait", "delayed", "failed", "events", "marker", "seq", "cancelled",
+         "metrics_total"),
         ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "outcomes"),
     ),
     ScriptSpec("extend_leases", ("active",), ("job_prefix", "lease_ms"), ("id", "token")),
     ScriptSpec(
         "recover_stalled",
-        ("active", "wait", "failed", "events", "marker", "meta", "cancelled"),
+        ("active", "wait", "failed", "events", "marker", "meta", "cancelled", "metrics_total"),
         ("job_prefix", "events_maxlen", "max_stalls", "limit", "keep_count", "keep_age_ms",
          "gap_ms"),
     ),
     ScriptSpec(
         "return_jobs",
-        ("active", "wait", "events", "marker", "cancelled"),
+        ("active", "wait", "events", "marker", "cancelled", "metrics_total"),
         ("job_prefix", "events_maxlen"),
         ("id", "token"),
     ),
@@ -91,7 +92,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "add_dead_jobs",
-        ("failed", "events"),
+        ("failed", "events", "metrics_total"),
         ("job_prefix", "events_maxlen", "keep_count", "keep_age_ms", "jobs"),
     ),
     ScriptSpec("append_log", ("events",),
@@ -103,7 +104,7 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ),
     ScriptSpec(
         "cancel_job",
-        ("wait", "delayed", "cancelled", "events", "meta"),
+        ("wait", "delayed", "cancelled", "events", "meta", "metrics_total"),
         ("job_prefix", "events_maxlen", "op_key", "id", "by", "keep_count", "keep_age_ms",
          "channel", "group_prefix"),
     ),

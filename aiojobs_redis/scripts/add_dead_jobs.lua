@@ -4,6 +4,7 @@
   id already here is left alone (the move is re-sent safely).
   KEYS[1] failed    ZSET    job id -> when it arrived (ms); trimmed here by count and age
   KEYS[2] events    STREAM  capped at about ARGV[2] entries
+  KEYS[3] metrics_total HASH  counter dead_lettered: +1 per job added
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] keep_count   dead jobs to keep (-1: no count limit; 0: none)
@@ -52,5 +53,8 @@ for i, job in ipairs(jobs) do
     out[i] = 1
   end
 end
-if added > 0 then trim_finished(KEYS[1], prefix, now, keep_count, keep_age, added) end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', added)
+  trim_finished(KEYS[1], prefix, now, keep_count, keep_age, added)
+end
 return out

@@ -15,6 +15,8 @@
   KEYS[6] meta      HASH    field v: the place of the last job a worker took; parked: how
                             many jobs group limits hold in parked sets
   KEYS[7] groups    ZSET    group -> the last place given to one of its jobs
+  KEYS[8] metrics_total HASH counter deduplicated: +1 per job its dedup key answered (or
+                            debounced)
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
@@ -69,6 +71,7 @@ if seq < v then -- grouped jobs moved the line on: this flow starts at V
 end
 local out = {}
 local woke = false
+local deduplicated = 0
 for i, job in ipairs(jobs) do
   local id = job[1]
   local key = prefix .. id
@@ -97,8 +100,10 @@ for i, job in ipairs(jobs) do
     redis.call('SET', window, holder, 'PX', x.ttl_ms)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'debounced', 'id', holder)
     out[i] = holder
+    deduplicated = deduplicated + 1
   elseif holder and not x.debounce then
     out[i] = holder
+    deduplicated = deduplicated + 1
   elseif redis.call('EXISTS', key) == 1 then
     out[i] = 0
   else
@@ -129,4 +134,5 @@ for i, job in ipairs(jobs) do
   end
 end
 if woke then redis.call('ZADD', KEYS[4], 0, 'w') end
+if deduplicated > 0 then redis.call('HINCRBY', KEYS[8], 'deduplicated', deduplicated) end
 return out

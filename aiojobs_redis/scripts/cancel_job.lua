@@ -9,6 +9,7 @@
   KEYS[3] cancelled  ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[4] events     STREAM  capped at about ARGV[2] entries
   KEYS[5] meta       HASH    parked: jobs parked by group limits (one less if this was one)
+  KEYS[6] metrics_total HASH  counter cancelled: +1 per job cancelled
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] op_key       fresh per call: a success is kept there for 60 s, and the same call
@@ -50,6 +51,6 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 leave_line(KEYS[1], KEYS[5], ARGV[9] or '', key, id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', key, 'cancelled_by', by)
-to_cancelled(key, id, KEYS[3], KEYS[4], maxlen, now, keep_count, by)
+to_cancelled(key, id, KEYS[3], KEYS[4], maxlen, now, keep_count, by, KEYS[6])
 trim_finished(KEYS[3], prefix, now, keep_count, keep_age, 1)
 return remember(ARGV[3], {1})

@@ -13,6 +13,7 @@
   KEYS[6] marker    ZSET    one member; wakes one idle worker
   KEYS[7] seq       STRING  FIFO sequence counter
   KEYS[8] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[9] metrics_total HASH  counter cancelled: +1 per job cancelled
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] keep_count   failed (and cancelled) jobs to keep (-1: no count limit; 0: delete
@@ -66,7 +67,8 @@ for _, o in ipairs(rows) do
     if job[6] or o[6] == 2 then
       status = 3
       cancelled = cancelled + 1
-      to_cancelled(key, id, KEYS[8], KEYS[5], maxlen, now, keep_count, job[6] or 'its worker')
+      to_cancelled(key, id, KEYS[8], KEYS[5], maxlen, now, keep_count, job[6] or 'its worker',
+        KEYS[9])
     elseif uncounted or (delay >= 0 and tonumber(job[3]) < tonumber(job[4])) then
       status = 2
       retried_any = true

@@ -23,6 +23,8 @@
   KEYS[12] group_limits HASH group -> 'max_active:rate_max:rate_ms' (empty: none) overriding
                             the meta defaults for that group
   KEYS[13] group_keys ZSET  group -> when its active and rate sets expire (obliterate reads it)
+  KEYS[14] metrics_total HASH counters limited (+1 per call that a queue limit cut short
+                            while jobs waited) and parked (+1 per job a group limit parked)
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] count        how many jobs to take at most (0: only promote and report)
@@ -238,7 +240,10 @@ local function take(want, rated, limited, v, grouped)
   end
   call_chunked({'ZADD', KEYS[3]}, leases)
   for g, s in pairs(parked_groups) do redis.call('ZADD', KEYS[11], group_recheck(g, s), g) end
-  if parked_n > 0 then redis.call('HINCRBY', KEYS[7], 'parked', parked_n) end
+  if parked_n > 0 then
+    redis.call('HINCRBY', KEYS[7], 'parked', parked_n)
+    redis.call('HINCRBY', KEYS[14], 'parked', parked_n)
+  end
   -- V matters only while groups are in use (without them no place runs ahead of seq)
   if top > v and redis.call('EXISTS', KEYS[10]) == 1 then
     redis.call('HSET', KEYS[7], 'v', top)
@@ -304,6 +309,9 @@ if not meta[1] then
   end
   if want > 0 then
     out = take(want, rated, want < count, tonumber(meta[5] or 0), grouped)
+  end
+  if want < count and redis.call('ZCARD', KEYS[1]) > 0 then
+    redis.call('HINCRBY', KEYS[14], 'limited', 1)
   end
   -- the groups looked at: still parked jobs -> when to look again; none -> off the list
   for _, g in ipairs(looked) do

@@ -18,6 +18,7 @@
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] meta      HASH    fields seen, serving_since (ms): the serving clock
   KEYS[7] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
+  KEYS[8] metrics_total HASH  counter cancelled: +1 per job cancelled
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] max_stalls   a job that stalls more often than this is failed
@@ -66,7 +67,7 @@ for _, id in ipairs(ids) do
     'cancelled_by')
   if job[1] and job[5] then
     cancelled = cancelled + 1
-    to_cancelled(key, id, KEYS[7], KEYS[4], maxlen, now, keep_count, job[5])
+    to_cancelled(key, id, KEYS[7], KEYS[4], maxlen, now, keep_count, job[5], KEYS[8])
   elseif job[1] then
     local stalls = tonumber(job[2]) + 1
     local attempts = math.max(tonumber(job[3]) - 1, 0)

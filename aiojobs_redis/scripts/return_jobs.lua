@@ -9,6 +9,7 @@
   KEYS[4] marker    ZSET    one member; wakes one idle worker
   KEYS[5] cancelled ZSET    job id -> finished at (ms); trimmed by the next fail_jobs or
                             cancel_job (a shutdown hands back at most its concurrency)
+  KEYS[6] metrics_total HASH  counter cancelled: +1 per job cancelled
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3..] groups of 2: id, token
@@ -35,7 +36,7 @@ for i = 3, #ARGV, 2 do
   elseif job[5] then
     out[#out + 1] = 3
     done[#done + 1] = id
-    to_cancelled(key, id, KEYS[5], KEYS[3], maxlen, now, -1, job[5])
+    to_cancelled(key, id, KEYS[5], KEYS[3], maxlen, now, -1, job[5], KEYS[6])
   else
     out[#out + 1] = 1
     done[#done + 1] = id

@@ -53,8 +53,11 @@ end
 
 -- an active job whose cancel was requested (field cancelled_by) -> cancelled, instead of
 -- any other way out of active (retry, stall, hand-back): record it, index it, tell.
--- The caller removes the id from the active set and trims the cancelled set.
-local function to_cancelled(key, id, cancelled_set, events, maxlen, now, keep_count, by)
+-- The caller removes the id from the active set and trims the cancelled set; `totals`
+-- (the metrics totals hash) counts it.
+local function to_cancelled(key, id, cancelled_set, events, maxlen, now, keep_count, by,
+                            totals)
+  redis.call('HINCRBY', totals, 'cancelled', 1)
   if keep_count == 0 then
     redis.call('DEL', key)
   else
