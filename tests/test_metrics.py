@@ -323,7 +323,8 @@ def test_operations_doc_matches_the_code() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(ajr_\w+)` \|", text, re.M))
     snap = m.Snapshot(queue="q", counts={"waiting": 0}, paused=False, workers=[],
-                      oldest_waiting_age_s=None, now_ms=0, totals=dict.fromkeys(m.LAYOUT + m.EVENTS, 0))
+                      oldest_waiting_age_s=None, now_ms=0,
+                      totals=dict.fromkeys(m.LAYOUT + m.EVENTS, 0))
     emitted = set()
     for fam in families([snap]):
         emitted.add(fam.name + ("_total" if fam.type == "counter" else ""))
