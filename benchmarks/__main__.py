@@ -48,7 +48,7 @@ def parse(argv: list[str]) -> Settings:
             libs=("aiojobs_redis",), n=a.n or 1000, reps=a.reps or 1, aof=a.aof,
             quick=True, json_path=a.json or RESULTS / "quick.json", png_path=a.png,
             window_s=a.window or 5.0,
-            fill_max_s=10.0, warmup=False, latency_jobs=100)
+            fill_max_s=10.0, warmup=False, latency_jobs=100, rate_jobs=200)
     n = a.n or 20_000
     if n < 100:
         p.error("--n must be at least 100")

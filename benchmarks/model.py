@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+RATE_MAX = 50  # the rate-limited phase: at most this many starts ...
+RATE_PER_S = 0.5  # ... in any window of this many seconds
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -26,6 +29,9 @@ class Settings:
     latency_jobs: int = 500
     latency_interval_s: float = 0.005
     bulk_chunk: int = 1000
+    rate_max: int = RATE_MAX
+    rate_per_s: float = RATE_PER_S
+    rate_jobs: int = 400  # prefilled for the rate-limited phase: rate_jobs / rate_max windows
 
     @property
     def enqueue_n(self) -> int:
@@ -48,6 +54,16 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Column:
+    """A measurement of one phase only, shown after the common columns of its table."""
+
+    key: str  # in Sample.extra and Row.extra
+    header: str
+    digits: int = 1
+    agg: str = "median"  # over repetitions: median | max | first
+
+
+@dataclass(frozen=True)
 class Phase:
     """One workload."""
 
@@ -56,6 +72,8 @@ class Phase:
     kind: str = "noop"  # job kind (see peers/_harness.py)
     workers: int = 1
     sleep_handler: bool = False
+    columns: tuple[Column, ...] = ()
+    chart: bool = True  # a bar of jobs/s in the PNG
 
 
 PHASES: tuple[Phase, ...] = (
@@ -69,6 +87,17 @@ PHASES: tuple[Phase, ...] = (
     Phase("latency", "idle worker: enqueue call -> handler start (p50 / p99)", kind="stamp"),
     Phase("retry_storm", "retry storm: every job fails once, then succeeds", kind="flaky"),
     Phase("delayed_burst", "delayed jobs all due at once, 1 worker, concurrency 50"),
+    Phase("rate_limited",
+          f"rate limit {RATE_MAX} starts / {RATE_PER_S:g} s: prefilled no-op jobs, 1 worker,"
+          " conc. 50; jobs/s = starts/s",
+          kind="tick", chart=False, columns=(
+              Column("rate_max", "limit", 0, agg="first"),
+              Column("max_per_window", "max/window", 0, agg="max"),
+              Column("pct_of_limit", "% of rate", 1),
+              Column("rtts_per_window", "rtt/window", 1),
+              Column("cmds_per_window", "cmd/window", 0),
+              Column("held_cmds_per_s", "held cmd/s", 1),
+          )),
 )
 PHASE_BY_ID = {p.id: p for p in PHASES}
 
@@ -116,11 +145,24 @@ class Row:
     ratio_to_aiojobs_redis: float | None = None
     samples: int = 0
     jobs_per_s_all: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # the phase's own columns
 
 
 def _median(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None
+
+
+def _combine(column: Column, good: list[Sample]) -> Any:
+    values = [s.extra.get(column.key) for s in good]
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if column.agg == "first" or not all(isinstance(v, int | float) for v in present):
+        return present[0]
+    if column.agg == "max":
+        return max(present)
+    return statistics.median(present)
 
 
 def aggregate(samples: list[Sample], lib: str, phase: str, version: str) -> Row:
@@ -146,6 +188,8 @@ def aggregate(samples: list[Sample], lib: str, phase: str, version: str) -> Row:
         p99_ms=_median([s.p99_ms for s in good]),
         samples=len(good),
         jobs_per_s_all=[round(s.jobs_per_s, 1) for s in good],
+        extra={c.key: _combine(c, good) for c in PHASE_BY_ID[phase].columns}
+        if phase in PHASE_BY_ID else {},
     )
 
 

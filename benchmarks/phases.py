@@ -79,11 +79,14 @@ class WorkerResult:
 async def _workers(run: LibRun, queue: str, concurrency: int, count: int, target: int,
                    report: Report, what: str, start_at: float | None = None,
                    before_wait: Callable[[], Any] | None = None,
-                   windows: float = 1.0) -> WorkerResult:
+                   windows: float = 1.0, extra_cfg: dict[str, Any] | None = None,
+                   watch: Callable[[int], None] | None = None) -> WorkerResult:
     """Start ``count`` worker processes on ``queue``, wait until their handlers have
-    finished ``target`` jobs (or the window is over), stop them, collect their reports."""
+    finished ``target`` jobs (or the window is over), stop them, collect their reports.
+    ``watch`` sees the jobs done so far every 20 ms, and once more before the stop."""
     s = run.settings
-    cfg = {"url": run.server.url, "queue": queue, "concurrency": concurrency}
+    cfg = {"url": run.server.url, "queue": queue, "concurrency": concurrency,
+           **(extra_cfg or {})}
     procs: list[AdapterProc] = []
     result = WorkerResult()
     try:
@@ -111,6 +114,8 @@ async def _workers(run: LibRun, queue: str, concurrency: int, count: int, target
             deadline = begin + s.window_s * windows * 1.5
             last_shown = 0.0
             while sum(done) < target:
+                if watch is not None:
+                    watch(sum(done))
                 for r in readers:
                     if r.done():
                         r.result()  # raises the adapter's error
@@ -123,6 +128,8 @@ async def _workers(run: LibRun, queue: str, concurrency: int, count: int, target
                     report(f"{what}: {sum(done):,}/{target:,} jobs")
                     last_shown = now
                 await asyncio.sleep(0.02)
+            if watch is not None:
+                watch(sum(done))
             for p in procs:
                 await p.send({"cmd": "stop"})
             await asyncio.wait_for(asyncio.gather(*readers), STOP_TIMEOUT_S)
@@ -164,6 +171,65 @@ def _from_workers(sample: Sample, res: WorkerResult, start: float | None = None)
         sample.extra["stop_error"] = errors[0]
     if res.timed_out:
         sample.status = "partial"
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """The most timestamps in any half-open window ``[t, t + period)``."""
+    ordered = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= period:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+class RateWatch:
+    """Redis counters while a rate-limited worker runs, from the runner's 20 ms look at
+    the jobs done: from the first window's starts seen to the last job seen (``span``),
+    and in held stretches: from ``HELD_FROM`` to ``HELD_UNTIL`` of a period after the
+    count last changed, kept only if it did not change meanwhile (then every job started
+    so far has ended and the window is still full: the worker has nothing to do)."""
+
+    HELD_FROM = 0.2
+    HELD_UNTIL = 0.5
+
+    def __init__(self, server: RedisServer, limit: int, target: int, period: float) -> None:
+        self.server = server
+        self.limit = limit
+        self.target = target
+        self.period = period
+        self.first: tuple[float, Stats] | None = None
+        self.last: tuple[float, Stats] | None = None
+        self.changed_at = 0.0
+        self.seen = -1
+        self.held: tuple[float, Stats] | None = None
+        self.held_s = 0.0
+        self.held_cmds = 0
+        self.held_reads = 0
+
+    def __call__(self, done: int) -> None:
+        now = time.time()
+        if done != self.seen:
+            self.seen, self.changed_at, self.held = done, now, None
+            if done >= self.limit and self.first is None:
+                self.first = (now, self.server.stats())
+            if done >= self.target and self.last is None:
+                self.last = (now, self.server.stats())
+            return
+        if self.seen <= 0 or self.seen >= self.target:
+            return
+        since = now - self.changed_at
+        if self.held is None and since >= self.HELD_FROM * self.period:
+            self.held = (now, self.server.stats())
+        elif self.held is not None and since >= self.HELD_UNTIL * self.period:
+            t0, before = self.held
+            cmds, reads = delta(before, self.server.stats())
+            self.held_s += now - t0
+            self.held_cmds += cmds
+            self.held_reads += reads
+            self.held = None
+            self.changed_at = now + self.period  # one stretch per window
 
 
 class PhaseRunner:
@@ -328,6 +394,51 @@ class PhaseRunner:
         _from_workers(sample, res, start=max(due_at, res.t_ready))
         _fill_measures(sample, before, after, sample.jobs)
         sample.extra["late_by_s"] = max(res.t_ready - due_at, 0.0)
+
+
+    async def _rate_limited(self, phase: Phase, queue: str, sample: Sample) -> None:
+        run, s = self.run, self.run.settings
+        limit, period = s.rate_max, s.rate_per_s
+        sample.extra.update(rate_max=limit, per_s=period)
+        await self._ask({"cmd": "set_limits", "queue": queue, "max_starts": limit,
+                         "per_s": period}, 60)
+        self.report(f"{run.label} · prefill {s.rate_jobs:,} {phase.kind} jobs")
+        r = await self._ask({"cmd": "fill", "queue": queue, "kind": phase.kind,
+                             "n": s.rate_jobs, "chunk": s.bulk_chunk,
+                             "max_s": s.fill_max_s}, s.fill_max_s + 60)
+        filled = int(r["count"])
+        expected_s = filled / limit * period
+        watch = RateWatch(run.server, limit, filled, period)
+        before = run.server.stats()
+        res = await _workers(run, queue, s.concurrency, 1, filled, self.report,
+                             f"{run.label} · rate_limited",
+                             windows=max(1.0, (expected_s + 2.0) / s.window_s),
+                             extra_cfg={"rate_limit": {"max_starts": limit, "per_s": period}},
+                             watch=watch)
+        after = run.server.stats()
+        _from_workers(sample, res)
+        _fill_measures(sample, before, after, sample.jobs)
+        sample.extra["prefilled"] = filled
+        starts = sorted(float(t) for m in res.reports for t in m.get("starts", []))
+        if len(starts) < 2:
+            raise AdapterError(f"{run.label}: the worker reported no start times")
+        # achieved rate: the starts over the time from the first one to the end of the
+        # window the last one opened (at the limit: exactly limit / period)
+        sample.seconds = starts[-1] - starts[0] + period
+        sample.jobs_per_s = len(starts) / sample.seconds
+        sample.extra["max_per_window"] = max_in_window(starts, period)
+        sample.extra["pct_of_limit"] = sample.jobs_per_s / (limit / period) * 100
+        if watch.first is not None and watch.last is not None:
+            (t0, s0), (t1, s1) = watch.first, watch.last
+            windows = (t1 - t0) / period
+            if windows >= 1.0:
+                cmds, reads = delta(s0, s1)
+                sample.extra["cmds_per_window"] = cmds / windows
+                sample.extra["rtts_per_window"] = reads / windows
+        if watch.held_s > 0:
+            sample.extra["held_cmds_per_s"] = watch.held_cmds / watch.held_s
+            sample.extra["held_rtts_per_s"] = watch.held_reads / watch.held_s
+            sample.extra["held_s"] = watch.held_s
 
 
 async def run_rep(run: LibRun, rep: int, phases: tuple[Phase, ...], report: Report,

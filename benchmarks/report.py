@@ -75,14 +75,23 @@ def _f(v: float | None, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
+def _cell(v: Any, digits: int) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return _f(float(v), digits)
+    return str(v)
+
+
 def table(rows: list[Row]) -> str:
-    head = ("library", "version", "jobs/s", "vs ajr", "jobs", "cmd/job", "rtt/job", "rss MB",
-            "cpu us/job", "p50 ms", "p99 ms", "status")
+    common = ("library", "version", "jobs/s", "vs ajr", "jobs", "cmd/job", "rtt/job", "rss MB",
+              "cpu us/job", "p50 ms", "p99 ms")
     out: list[str] = []
     for phase in PHASES:
         mine = [r for r in rows if r.phase == phase.id]
         if not mine:
             continue
+        head = (*common, *(c.header for c in phase.columns), "status")
         lines = [head]
         for r in mine:
             ok = r.samples > 0
@@ -93,12 +102,14 @@ def table(rows: list[Row]) -> str:
                 f"{r.jobs:,}" if ok else "-",
                 _f(r.cmds_per_job, 2), _f(r.rtts_per_job, 2), _f(r.rss_mb, 0),
                 _f(r.cpu_us_per_job, 0), _f(r.p50_ms, 2), _f(r.p99_ms, 2),
+                *(_cell(r.extra.get(c.key), c.digits) if ok else "-" for c in phase.columns),
                 r.status[:60],
             ))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        left = (0, 1, len(head) - 1)
         out.append(f"\n== {phase.id}: {phase.title}")
         for k, line in enumerate(lines):
-            cells = [c.ljust(w) if i in (0, 1, 11) else c.rjust(w)
+            cells = [c.ljust(w) if i in left else c.rjust(w)
                      for i, (c, w) in enumerate(zip(line, widths, strict=True))]
             out.append("  ".join(cells).rstrip())
             if k == 0:
@@ -184,6 +195,15 @@ def targets(rows: list[Row]) -> list[Target]:
     check("commands per job vs BullMQ (Node)",
           _ratio(_cmds(ours_p), _cmds(node_p)), None,
           "process_noop commands/job, aiojobs_redis / BullMQ Node (lower is fewer)")
+    rate = _get(rows, OURS, "rate_limited")
+    limit = rate.extra.get("rate_max") if rate else None
+    check("rate limit: most starts in a window", rate.extra.get("max_per_window")
+          if rate else None, float(limit) if limit else None,
+          f"rate_limited, any window of the limit's period, limit {limit or '-'}"
+          " (worst repetition)", lower_is_better=True, unit="")
+    check("rate limit: round trips per window", rate.extra.get("rtts_per_window")
+          if rate else None, None, "rate_limited, total_reads_processed per period of the"
+          " limit, jobs' own included (a poller every 10 ms would add 50)")
     return out
 
 
@@ -206,6 +226,11 @@ NOTES = (
     "rss MB: peak RSS of the worker process (ru_maxrss). cpu us/job: worker CPU time from"
     " ready to stopped, per job.",
     "partial: the phase hit its time bound; rates are over the jobs done in time.",
+    "rate_limited: jobs/s is starts over the time from the first start to the end of the"
+    " window the last start opened; max/window: the most handler starts in any window of the"
+    " limit's period (worst repetition); rtt/window and cmd/window: per period from the first"
+    " window's starts to the last; held cmd/s: commands per second while every started job"
+    " had ended and the window was still full.",
 )
 
 
@@ -239,7 +264,8 @@ def write_png(path: Path, rows: list[Row], title: str) -> bool:
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         return False
-    phases = [p for p in PHASES if any(r.phase == p.id and r.samples for r in rows)]
+    phases = [p for p in PHASES
+              if p.chart and any(r.phase == p.id and r.samples for r in rows)]
     if not phases:
         return False
     libs = list(dict.fromkeys(r.lib for r in rows))

@@ -67,6 +67,9 @@ def _sample_line(s: Sample) -> str:
         text += f", {s.cmds_per_job:.1f} cmd/job, {s.rtts_per_job:.2f} rtt/job"
     if s.p99_ms is not None and s.p50_ms is not None:
         text += f", p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms"
+    if s.extra.get("max_per_window") is not None:
+        text += (f", at most {s.extra['max_per_window']} starts in any"
+                 f" {s.extra.get('per_s', 0):g} s, limit {s.extra.get('rate_max')}")
     text += ")"
     return text + (" partial" if s.status == "partial" else "")
 

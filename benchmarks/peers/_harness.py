@@ -7,17 +7,25 @@ An adapter script is run by its library's own virtualenv python as
 and talks to the runner over stdin/stdout, one JSON object per line.
 
 producer: prints {"ev": "ready", "version": ...}, then answers each command line
-    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"quit", "n", "max_s", ...}
-    with {"ok": true, "elapsed": s, "count": jobs} or {"ok": false, "unsupported"|"error": ..}.
+    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"set_limits"|"quit", "n",
+    "max_s", ...} with {"ok": true, "elapsed": s, "count": jobs} or
+    {"ok": false, "unsupported"|"error": ..}.
     A loop stops early at ``max_s`` seconds; bulk calls carry ``chunk`` jobs each.
-worker: config {"queue", "concurrency", ...}; prints {"ev": "ready", "t": wall time} just
+    "set_limits" {"queue", "max_starts", "per_s"}: limit the queue to ``max_starts`` job
+    starts per ``per_s`` seconds, or answer "unsupported" (an adapter without a
+    ``set_limits`` method). Where a library's limiter is a worker option instead, the
+    producer only answers ok and the worker applies its config's "rate_limit".
+worker: config {"queue", "concurrency", ...; "rate_limit": {"max_starts", "per_s"} in the
+    rate-limited phase}; prints {"ev": "ready", "t": wall time} just
     before its worker starts, {"ev": "progress", "done": k} while it runs, and on a
     {"cmd": "stop"} line stops gracefully and prints {"ev": "stopped", ...} with its
-    counters, handler timestamps, latencies and peak RSS, then exits.
+    counters, handler timestamps (every start of a "tick" job in "starts"), latencies and
+    peak RSS, then exits.
 
 Job kinds every adapter registers: "noop"; "sleep" (asyncio.sleep(0.001)); "flaky"
 (fails on its first attempt, succeeds on the second: retries have no backoff);
 "stamp" (argument: the producer's time.time() just before the enqueue call).
+Adapters with a rate limiter also register "tick": a no-op that records its start time.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-KINDS = ("noop", "sleep", "flaky", "stamp")
+KINDS = ("noop", "sleep", "flaky", "stamp", "tick")
 FILL_IN_FLIGHT = 64  # concurrent one-by-one enqueues when a library has no bulk API
 PROGRESS_EVERY_S = 0.02
 STOP_TIMEOUT_S = 20.0
@@ -58,6 +66,7 @@ class Counters:
         self.first_start = 0.0
         self.last_end = 0.0
         self.latencies: list[float] = []
+        self.starts: list[float] = []
 
     def begin(self) -> None:
         if not self.first_start:
@@ -66,6 +75,15 @@ class Counters:
     def end(self) -> None:
         self.done += 1
         self.last_end = time.time()
+
+    def tick(self) -> None:
+        """For the tick kind: record this start's wall clock time."""
+        now = time.time()
+        self.starts.append(now)
+        if not self.first_start:
+            self.first_start = now
+        self.done += 1
+        self.last_end = now
 
     def stamp(self, t0: float) -> None:
         now = time.time()
@@ -93,6 +111,8 @@ class Producer(Protocol):
         """Enqueue n jobs in one bulk call of the library; raise Unsupported if none."""
     async def delayed(self, queue: str, n: int, due_at: float) -> None:
         """Enqueue n noop jobs (bulk where possible) all due at epoch ``due_at``."""
+    # optional: async def set_limits(self, queue: str, max_starts: int, per_s: float) -> None
+    # (the queue's rate limit; an adapter without it answers "no rate limiter")
 
 
 class WorkerRunner(Protocol):
@@ -184,6 +204,14 @@ async def _stamps(p: Producer, queue: str, n: int, interval: float) -> int:
     return n
 
 
+async def _set_limits(p: Producer, queue: str, max_starts: int, per_s: float) -> int:
+    set_limits = getattr(p, "set_limits", None)
+    if set_limits is None:
+        raise Unsupported("no rate limiter")
+    await set_limits(queue, max_starts, per_s)
+    return 0
+
+
 async def _read_commands() -> asyncio.Queue[dict[str, Any] | None]:
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -220,6 +248,9 @@ async def producer_main(p: Producer, cfg: dict[str, Any], version: str) -> None:
             emit(await _timed(_delayed(p, queue, n, float(cmd["due_at"]), dl, chunk)))
         elif name == "stamp":
             emit(await _timed(_stamps(p, queue, n, float(cmd["interval"]))))
+        elif name == "set_limits":
+            emit(await _timed(_set_limits(p, queue, int(cmd["max_starts"]),
+                                          float(cmd["per_s"]))))
         else:
             emit({"ok": False, "error": f"unknown command {name!r}"})
     await p.close()
@@ -257,6 +288,7 @@ async def worker_main(w: WorkerRunner, cfg: dict[str, Any]) -> None:
         "first_start": C.first_start,
         "last_end": C.last_end,
         "latencies": C.latencies,
+        "starts": C.starts,
         "stop_s": time.time() - t,
         "stop_error": stop_error,
         "maxrss_kb": usage.ru_maxrss,

@@ -1,4 +1,5 @@
-"""aiojobs_redis adapter: Queue.enqueue / enqueue_many, Worker(concurrency=C)."""
+"""aiojobs_redis adapter: Queue.enqueue / enqueue_many, Worker(concurrency=C),
+Queue.set_limits(max_starts=, per_s=) for the rate limit (kept in Redis, for every worker)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,13 @@ async def stamp(t0: float) -> None:
     C.end()
 
 
-TASKS: dict[str, Any] = {"noop": noop, "sleep": sleep, "flaky": flaky, "stamp": stamp}
+@task(name="tick")
+async def tick() -> None:
+    C.tick()
+
+
+TASKS: dict[str, Any] = {"noop": noop, "sleep": sleep, "flaky": flaky, "stamp": stamp,
+                         "tick": tick}
 
 
 class Producer:
@@ -70,6 +77,9 @@ class Producer:
     async def delayed(self, queue: str, n: int, due_at: float) -> None:
         t = noop.options(run_at=datetime.fromtimestamp(due_at, UTC))
         await self.q(queue).enqueue_many([t.call() for _ in range(n)])
+
+    async def set_limits(self, queue: str, max_starts: int, per_s: float) -> None:
+        await self.q(queue).set_limits(max_starts=max_starts, per_s=per_s)
 
 
 class Runner:

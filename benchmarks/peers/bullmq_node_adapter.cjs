@@ -1,6 +1,8 @@
 // BullMQ for Node adapter: the same line protocol as _harness.py (see there).
 // Queue.add and Queue.addBulk, Worker({concurrency: C}), library defaults otherwise
 // (completed jobs are kept, as BullMQ does by default). Retries: attempts 2, no backoff.
+// Rate limit: the Worker option limiter {max, duration} (a worker option in BullMQ, so the
+// producer's set_limits only answers ok and the worker applies cfg.rate_limit).
 // Run as: NODE_PATH=<dir with node_modules/bullmq> node bullmq_node_adapter.cjs ROLE JSON
 "use strict";
 const readline = require("node:readline");
@@ -21,7 +23,7 @@ function connection(url) {
   return { host: u.hostname, port: Number(u.port), db: Number(u.pathname.slice(1) || 0) };
 }
 
-const C = { done: 0, failedAttempts: 0, firstStart: 0, lastEnd: 0, latencies: [] };
+const C = { done: 0, failedAttempts: 0, firstStart: 0, lastEnd: 0, latencies: [], starts: [] };
 const begin = () => { if (!C.firstStart) C.firstStart = now(); };
 const end = () => { C.done += 1; C.lastEnd = now(); };
 
@@ -33,6 +35,12 @@ async function processor(job) {
       begin();
       if (job.attemptsMade === 0) { C.failedAttempts += 1; throw new Error("flaky"); }
       end(); return;
+    case "tick": {
+      const t = now();
+      C.starts.push(t);
+      if (!C.firstStart) C.firstStart = t;
+      C.done += 1; C.lastEnd = t; return;
+    }
     case "stamp": {
       const t = now();
       C.latencies.push(t - job.data.t0);
@@ -124,6 +132,8 @@ async function producer() {
         }
         return n;
       }));
+    } else if (cmd.cmd === "set_limits") {
+      emit({ ok: true, elapsed: 0, count: 0 }); // the worker's limiter option (cfg.rate_limit)
     } else {
       emit({ ok: false, error: "unknown command " + cmd.cmd });
     }
@@ -133,9 +143,13 @@ async function producer() {
 
 async function worker() {
   const next = lines();
-  const w = new Worker(cfg.queue, processor, {
-    connection: connection(cfg.url), concurrency: cfg.concurrency,
-  });
+  const opts = { connection: connection(cfg.url), concurrency: cfg.concurrency };
+  if (cfg.rate_limit) {
+    opts.limiter = {
+      max: cfg.rate_limit.max_starts, duration: Math.round(cfg.rate_limit.per_s * 1000),
+    };
+  }
+  const w = new Worker(cfg.queue, processor, opts);
   w.on("error", (e) => process.stderr.write(String(e) + "\n"));
   await w.waitUntilReady();
   emit({ ev: "ready", t: now(), pid: process.pid });
@@ -151,7 +165,7 @@ async function worker() {
   const cpu = process.cpuUsage(cpu0);
   emit({
     ev: "stopped", done: C.done, failed_attempts: C.failedAttempts,
-    first_start: C.firstStart, last_end: C.lastEnd, latencies: C.latencies,
+    first_start: C.firstStart, last_end: C.lastEnd, latencies: C.latencies, starts: C.starts,
     stop_s: now() - t, maxrss_kb: process.resourceUsage().maxRSS,
     cpu_s: (cpu.user + cpu.system) / 1e6,
   });
