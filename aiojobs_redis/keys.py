@@ -60,6 +60,9 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
                           " with the period"),
     "workers": ("ZSET", "worker heartbeats (worker id -> when its record expires)",
                 "live workers; dead ones pruned by live workers one lease after expiry"),
+    "wake:<worker id>": ("ZSET", "an idle worker's own timer (a delayed job due, a limit"
+                         " reopening)", "one member while a timed wake-up is on its way;"
+                         " popped at once, expires after 5 s"),
     "worker:<id>": ("STRING", "worker heartbeats", "one per live worker, expires after the lease"),
     "schedules": ("ZSET", "upsert_schedule, fire_schedule, remove_schedule, list_due_schedules",
                   "one member per schedule: name -> due time of its next tick (+inf: ended)"),

@@ -123,6 +123,26 @@ async def test_delay_is_honoured_by_redis_clock(queue: Queue) -> None:
     assert (info.started_at - info.created_at).total_seconds() >= 0.3
 
 
+async def test_an_idle_worker_wakes_on_time_whatever_the_server_tick(queue: Queue) -> None:
+    """An idle Redis ends a blocking timeout only on its server tick (hz: every 100 ms by
+    default, every second at hz 1): the worker's timed wake-up must not wait for it."""
+    hz = str((await queue.client.config_get("hz"))["hz"])
+    await queue.client.config_set("hz", 1)
+    try:
+        async with running(Worker(queue, tasks=[echo], concurrency=2)):
+            late = []
+            for _ in range(3):
+                job = await queue.enqueue(echo.options(delay_s=0.3), 1)
+                assert await job.result(timeout=10) == 1
+                info = await job.info()
+                assert info.started_at and info.created_at
+                late.append((info.started_at - info.created_at).total_seconds() - 0.3)
+    finally:
+        await queue.client.config_set("hz", hz)
+    print(f"\nstarted this late after the due time, at hz 1: {late}")
+    assert all(0 <= s < 0.2 for s in late), late
+
+
 async def test_retries_follow_the_backoff(queue: Queue) -> None:
     starts: list[float] = []
 

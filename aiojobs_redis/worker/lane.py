@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("aiojobs_redis.worker")
 
 _MAX_IDLE_BLOCK_S = 5.0
+# an idle Redis ends a blocking command's timeout on its next tick (every 100 ms at the
+# default hz 10), so a timed wake-up comes from a local timer; the Redis timeout is only
+# the fallback, this much later
+_TIMEOUT_SLACK_S = 0.25
+_WAKE_TTL_MS = 5000
 _PROMOTE_LIMIT = 1000
 _MAX_FETCH = 1000
 
@@ -121,6 +126,7 @@ class Lane:
         self.held_back = False  # the last fetch was held back by the queue's max_active
         self.fetching = True
         self._waker: asyncio.Task[None] | None = None
+        self._pushes: set[asyncio.Task[None]] = set()  # timed wake-ups being sent
         self._outage = False
         self._unsent: _Trip | None = None  # a round trip whose reply was lost, to send again
         # jobs that expired before a fetch took them obey the failed-job retention
@@ -432,19 +438,50 @@ class Lane:
     # -------------------------------------------------------------- idle wait
 
     async def _wait_for_work(self) -> None:
-        """Block until a job is added (marker) or the next delayed job is due."""
+        """Block until a job is added (marker) or the next delayed job is due, or a
+        limit lets more jobs start (the fetch's next_due_ms).
+
+        The timed wake-up is a local timer that pushes this worker's own wake key, which
+        the BZPOPMIN also watches: Redis ends a blocking timeout only on its next server
+        tick (up to 100 ms late at the default hz 10), a local timer to the millisecond."""
         timeout = _MAX_IDLE_BLOCK_S
-        if self.next_due_ms >= 0:
-            timeout = min(timeout, self.next_due_ms / 1000)
+        timer: asyncio.Task[None] | None = None
+        wake_key = self.queue.keys.base + "wake:" + self.worker.id
+        if 0 <= self.next_due_ms < timeout * 1000:
+            due_s = self.next_due_ms / 1000
+            if due_s <= 0.0005:
+                self.wake.set()
+                return
+            timeout = due_s + _TIMEOUT_SLACK_S
+            timer = asyncio.create_task(self._timed_wake(wake_key, due_s))
         try:
-            if timeout > 0.0005:
-                await self.queue.blocking_client().bzpopmin(
-                    [self.queue.keys.marker], max(round(timeout, 3), 0.001)
-                )
+            await self.queue.blocking_client().bzpopmin(
+                [self.queue.keys.marker, wake_key], round(timeout, 3))
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             await self._outage_pause(f"Redis unreachable: {e}")
         finally:
+            if timer is not None:
+                timer.cancel()  # a push already on its way finishes (shielded)
             self.wake.set()
+
+    async def _timed_wake(self, wake_key: str, due_s: float) -> None:
+        """After ``due_s``, wake this lane's blocking wait through its own key (a key
+        left behind by a race with another wake-up expires by itself)."""
+        await asyncio.sleep(due_s)
+        # not cut by a cancel once sent: a command cut mid-reply costs its connection
+        push = asyncio.create_task(self._push_wake(wake_key))
+        self._pushes.add(push)
+        push.add_done_callback(self._pushes.discard)
+        await asyncio.shield(push)
+
+    async def _push_wake(self, wake_key: str) -> None:
+        pipe = self.queue.client.pipeline(transaction=False)
+        pipe.zadd(wake_key, {"w": 0})
+        pipe.pexpire(wake_key, _WAKE_TTL_MS)
+        try:
+            await pipe.execute()
+        except Exception as e:  # any: then the Redis timeout wakes it instead
+            log.debug("queue %s: timed wake-up not sent: %r", self.queue.name, e)
 
     async def stop_waker(self) -> None:
         """Cancel the idle wait. redis-py's blocking read can swallow a cancellation that
@@ -453,6 +490,8 @@ class Lane:
         waker, self._waker = self._waker, None
         if waker is not None:  # an outage there was logged by the wait itself
             await cancel_and_wait([waker], tries=100)
+        if self._pushes:  # a timed wake-up on its way: let it end before the client does
+            await asyncio.wait(set(self._pushes), timeout=1)
 
 
 def _some(names: Iterable[str], shown: int = 5) -> str:
