@@ -81,6 +81,32 @@ async def test_a_job_failed_for_good_moves_with_its_history(pair: tuple[Queue, Q
     await check_invariants(dead.client, dead.keys)
 
 
+@task(name="dlq.payment", attempts=1, dead_letter="payments-dead")
+async def payment(amount: int) -> int:
+    raise ValueError(f"card declined for {amount}")
+
+
+async def test_a_task_names_its_own_dead_letter_queue(pair: tuple[Queue, Queue]) -> None:
+    """A task's dead_letter takes its failed jobs; the other tasks' go to the queue's."""
+    origin, dead = pair
+    own = Queue(origin.client, name="payments-dead")
+    try:
+        paid = await origin.enqueue(payment, 12)
+        other = await origin.enqueue(flaky, "billing")
+        worker = Worker(origin, tasks=[flaky, payment], handle_signals=False)
+        await asyncio.wait_for(worker.run(burst=True), 30)
+        assert (await own.job(paid.id).info()).error == "ValueError: card declined for 12"
+        assert (await dead.job(other.id).info()).state is JobState.FAILED
+        assert await dead.job_info(paid.id) is None and await own.job_info(other.id) is None
+        assert payment.options(priority=3).dead_letter == "payments-dead"
+        assert await own.redrive() == 1
+        assert (await origin.job(paid.id).info()).state is JobState.WAITING
+        with pytest.raises(ConfigurationError, match="queue name"):
+            task(name="bad", dead_letter="no spaces allowed")(payment.fn)
+    finally:
+        await own.obliterate(force=True)
+
+
 async def test_redrive_sends_jobs_back_as_new_attempts_filtered(
         pair: tuple[Queue, Queue]) -> None:
     origin, dead = pair

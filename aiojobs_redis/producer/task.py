@@ -8,6 +8,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ..backoff import BackoffFunction
 from ..errors import ConfigurationError, TaskNotFound
+from ..keys import validate_queue_name
 from ..options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 
 P = ParamSpec("P")
@@ -21,7 +22,8 @@ class Task(Generic[P, R]):
     :meth:`Queue.enqueue_many`; :meth:`options` gives the same task with other defaults.
     """
 
-    __slots__ = ("backoff_fn", "defaults", "fn", "good_shapes", "is_async", "name", "signature")
+    __slots__ = ("backoff_fn", "dead_letter", "defaults", "fn", "good_shapes", "is_async", "name",
+                 "signature")
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class Task(Generic[P, R]):
         name: str,
         defaults: JobOptions,
         backoff_fn: BackoffFunction | None = None,
+        dead_letter: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise ConfigurationError(f"invalid task name {name!r}: 1 to 200 characters")
@@ -39,6 +42,8 @@ class Task(Generic[P, R]):
         self.name = name
         self.defaults = defaults
         self.backoff_fn = backoff_fn
+        #: the queue this task's jobs go to once failed for good (before the queue's own)
+        self.dead_letter = None if dead_letter is None else validate_queue_name(dead_letter)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.good_shapes: set[Hashable] = set()
@@ -58,7 +63,8 @@ class Task(Generic[P, R]):
 
         An unknown option is a TypeError, a bad value a ConfigurationError (JobOptions)."""
         changed = JobOptions(**options).merged_over(self.defaults)
-        return Task(self.fn, name=self.name, defaults=changed, backoff_fn=self.backoff_fn)
+        return Task(self.fn, name=self.name, defaults=changed, backoff_fn=self.backoff_fn,
+                    dead_letter=self.dead_letter)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError at once when the arguments do not fit the function.
@@ -132,6 +138,7 @@ def task(
     timeout_s: float | None = None,
     priority: int | None = None,
     retention: Retention | None = None,
+    dead_letter: str | None = None,
 ) -> TaskDecorator: ...
 def task(
     fn: Any = None,
@@ -143,12 +150,15 @@ def task(
     timeout_s: float | None = None,
     priority: int | None = None,
     retention: Retention | None = None,
+    dead_letter: str | None = None,
 ) -> Any:
     """Make a function a task. ``@task`` or ``@task(name=..., attempts=3, ...)``.
 
     The name defaults to the function's qualified name (``module.qualname``). A sync
     function runs in a worker thread. ``backoff`` may be a :class:`FixedBackoff`,
     an :class:`ExponentialBackoff` or a callable ``attempt -> seconds``.
+    ``dead_letter``: the name of a queue (on the worker's Redis) that this task's jobs
+    move to once failed for good, in place of the queue's own ``dead_letter``.
     """
 
     def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -173,7 +183,7 @@ def task(
         defaults = JobOptions(attempts=attempts, backoff=struct_backoff,
                               timeout_s=timeout_s, priority=priority, retention=retention)
         return Task(f, name=name or f"{f.__module__}.{f.__qualname__}", defaults=defaults,
-                    backoff_fn=backoff_fn)
+                    backoff_fn=backoff_fn, dead_letter=dead_letter)
 
     if fn is not None:
         return wrap(fn)

@@ -25,12 +25,12 @@ from ..errors import AiojobsRedisError
 from ..ops.metrics import add_outcomes
 from ..options import Retention
 from ..producer.dead_letter import move_to_dead_letter
+from ..producer.queue import Queue
 from ..scripts import SCRIPTS, Batch
 from .context import JobContext
 from .execution import CANCELLED, NO_RETRY, PLAIN, FetchedJob, Outcome
 
 if TYPE_CHECKING:
-    from ..producer.queue import Queue
     from .context import WorkerContext
     from .execution import Executor
 
@@ -127,6 +127,7 @@ class Lane:
         self.fetching = True
         self._waker: asyncio.Task[None] | None = None
         self._pushes: set[asyncio.Task[None]] = set()  # timed wake-ups being sent
+        self._dead_queues: dict[str, Queue] = {}  # tasks' own dead-letter queues
         self._outage = False
         self._unsent: _Trip | None = None  # a round trip whose reply was lost, to send again
         # jobs that expired before a fetch took them obey the failed-job retention
@@ -215,20 +216,22 @@ class Lane:
         elif trip.batch.replicas:
             self._unreplicated = False
         dropped: dict[int, list[Outcome]] = {}
-        dead: list[str] = []
+        dead: dict[str, list[str]] = {}
         for index, group in trip.sent:
             for o, status in zip(group, results[index], strict=True):
                 if not self._log_outcome(o, int(status)):
                     dropped.setdefault(int(status), []).append(o)
-                elif status == 1 and not o.ok and o.kind == PLAIN and q.dead_letter:
-                    dead.append(o.job.id)
+                elif status == 1 and not o.ok and o.kind == PLAIN:
+                    target = self._dead_letter_of(o.job.task)
+                    if target is not None:
+                        dead.setdefault(target, []).append(o.job.id)
         for status, lost in dropped.items():  # one line per round trip, not per job
             what = ("lease lost: another worker owns them now" if status == -2 else
                     "the jobs vanished (removed, or the queue wiped)")
             log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
                         len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
-        if dead:
-            await self._dead_letter(dead)
+        for target, ids in dead.items():
+            await self._dead_letter(target, ids)
         got = 0
         for index, wanted in trip.fetches:
             reply = results[index]
@@ -283,12 +286,25 @@ class Lane:
             ]), want))
         return trip
 
-    async def _dead_letter(self, job_ids: list[str]) -> None:
-        """Move jobs just failed for good to the queue's dead-letter queue. A failure here
-        leaves them failed in this queue (logged), never lost."""
+    def _dead_letter_of(self, task_name: str) -> str | None:
+        """Where a job of this task goes once failed for good: its task's dead_letter,
+        else the queue's (None: it stays failed here)."""
+        registry = self.worker.executor.registry
+        if task_name in registry:
+            own = registry.get(task_name).dead_letter
+            if own is not None:
+                return own
+        return self.queue.dead_letter
+
+    async def _dead_letter(self, target: str, job_ids: list[str]) -> None:
+        """Move jobs just failed for good to a dead-letter queue. A failure here leaves
+        them failed in this queue (logged), never lost."""
         q = self.queue
-        dead = q.dead_letter_queue()
-        assert dead is not None
+        dead = q.dead_letter_queue() if target == q.dead_letter else None
+        if dead is None:
+            dead = self._dead_queues.get(target)
+            if dead is None:
+                dead = self._dead_queues[target] = Queue(q.client, name=target)
         try:
             moved = await move_to_dead_letter(q, dead, job_ids)
         except (AiojobsRedisError, RedisError, OSError) as e:
