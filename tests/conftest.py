@@ -63,6 +63,14 @@ async def queue(client: aioredis.Redis, queue_name: str) -> AsyncIterator[Queue]
         assert not foreign, f"keys written outside the queue's hash tag: {foreign[:10]}"
 
 
+@pytest.fixture
+async def other_queue(queue: Queue, redis_url: str) -> AsyncIterator[Queue]:
+    """The same queue on a client (and blocking pool) of its own, as another process has
+    it; closed at teardown, so that no connection is left for the garbage collector."""
+    async with Queue.from_url(redis_url, name=queue.name) as other:
+        yield other
+
+
 async def hang() -> None:
     """What a handler awaits to run until something stops it (its timeout, a cancel, a
     shutdown): nothing ever wakes it by itself."""

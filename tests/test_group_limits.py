@@ -9,7 +9,6 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-import redis.asyncio as aioredis
 
 from aiojobs_redis import (
     ConfigurationError,
@@ -71,33 +70,30 @@ def _account(group: str, seconds: float = 0.0) -> TaskCall[None]:
 
 
 async def test_a_rate_limited_account_does_not_hold_up_the_others(
-        queue: Queue, redis_url: str) -> None:
+        queue: Queue, other_queue: Queue) -> None:
     # the API-quota case: the upstream allows 5 calls per 0.5 s per account
     await queue.set_limits(group_max_starts=5, group_per_s=0.5)
     assert await queue.limits() == QueueLimits(group_max_starts=5, group_per_s=0.5)
     await queue.enqueue_many([_account("big") for _ in range(20)])
     await queue.enqueue_many([_account("small") for _ in range(5)])
     await queue.enqueue_many([call_upstream.call("none") for _ in range(10)])
-    other_client = aioredis.Redis.from_url(redis_url)
     workers = [Worker(queue, tasks=[call_upstream], concurrency=50, handle_signals=False),
-               Worker(Queue(other_client, name=queue.name), tasks=[call_upstream],
-                      concurrency=50, handle_signals=False)]
+               Worker(other_queue, tasks=[call_upstream], concurrency=50,
+                      handle_signals=False)]
     before = await _script_calls(queue.client)
     t0 = time.monotonic()
-    try:
-        async with running(workers[0]), running(workers[1]):
-            async def parked_now() -> bool:
-                return len(starts["big"]) >= 5 and len(starts["none"]) == 10
-            await wait_until(parked_now, timeout=15)
-            counts = await queue.counts()
-            # the 15 parked jobs of "big" still count as waiting
-            assert counts[JobState.WAITING] == 15, counts
-            async def all_started() -> bool:
-                return len(starts["big"]) == 20
-            await wait_until(all_started, timeout=15)
-        calls = await _script_calls(queue.client) - before
-    finally:
-        await other_client.aclose()
+    async with running(workers[0]), running(workers[1]):
+        async def parked_now() -> bool:
+            return len(starts["big"]) >= 5 and len(starts["none"]) == 10
+        await wait_until(parked_now, timeout=15)
+        counts = await queue.counts()
+        # the 15 parked jobs of "big" still count as waiting
+        assert counts[JobState.WAITING] == 15, counts
+
+        async def all_started() -> bool:
+            return len(starts["big"]) == 20
+        await wait_until(all_started, timeout=15)
+    calls = await _script_calls(queue.client) - before
     big, small = sorted(starts["big"]), starts["small"]
     print(f"\nbig: 20 starts in {big[-1] - big[0]:.2f} s; max per 0.5 s window:"
           f" {_max_in_window(big, 0.5)}; small and ungrouped done after"
@@ -113,19 +109,17 @@ async def test_a_rate_limited_account_does_not_hold_up_the_others(
     assert not await queue.client.exists(queue.keys.group_prefix + "big:parked")
 
 
-async def test_max_active_per_group_and_an_override(queue: Queue, redis_url: str) -> None:
+async def test_max_active_per_group_and_an_override(queue: Queue, other_queue: Queue) -> None:
     await queue.set_limits(group_max_active=2)
     await queue.set_group_limits("vip", max_active=5)
     assert await queue.group_limits("vip") == GroupLimits(max_active=5)
     assert await queue.group_limits("a") is None
     jobs = [_account(g, 0.1) for g in ("a", "b", "vip") for _ in range(12)]
     await queue.enqueue_many(jobs)
-    other_client = aioredis.Redis.from_url(redis_url)
     workers = [Worker(queue, tasks=[call_upstream], concurrency=20, handle_signals=False),
-               Worker(Queue(other_client, name=queue.name), tasks=[call_upstream],
-                      concurrency=20, handle_signals=False)]
+               Worker(other_queue, tasks=[call_upstream], concurrency=20,
+                      handle_signals=False)]
     await asyncio.wait_for(asyncio.gather(*(w.run(burst=True) for w in workers)), 60)
-    await other_client.aclose()
     assert sum(w.processed for w in workers) == 36
     print(f"\npeak active per group: {dict(peak)}")
     assert peak == Counter({"a": 2, "b": 2, "vip": 5})

@@ -7,7 +7,6 @@ import asyncio
 import time
 
 import pytest
-import redis.asyncio as aioredis
 
 from aiojobs_redis import ConfigurationError, Queue, QueueLimits, Worker, task
 from aiojobs_redis.connection import AnyRedis
@@ -48,15 +47,13 @@ async def _fetch_calls(client: AnyRedis) -> int:
 
 
 async def test_the_rate_limit_holds_exactly_across_workers_without_polling(
-        queue: Queue, redis_url: str) -> None:
+        queue: Queue, other_queue: Queue) -> None:
     await queue.set_limits(max_starts=5, per_s=0.5)
     assert await queue.limits() == QueueLimits(max_starts=5, per_s=0.5)
     await queue.enqueue_many([stamp.call() for _ in range(20)])
     # two workers, each of another process's size: the limit is the queue's, in Redis
     first = Worker(queue, tasks=[stamp], concurrency=50, handle_signals=False)
-    other_client = aioredis.Redis.from_url(redis_url)
-    other = Worker(Queue(other_client, name=queue.name), tasks=[stamp], concurrency=50,
-                   handle_signals=False)
+    other = Worker(other_queue, tasks=[stamp], concurrency=50, handle_signals=False)
     before = await _fetch_calls(queue.client)
     async with running(first), running(other):
         deadline = time.monotonic() + 15
@@ -64,7 +61,6 @@ async def test_the_rate_limit_holds_exactly_across_workers_without_polling(
             assert time.monotonic() < deadline, f"{len(starts)} of 20 started"
             await asyncio.sleep(0.05)  # reading the test's own list, not Redis
     calls = await _fetch_calls(queue.client) - before
-    await other_client.aclose()
     starts.sort()
     # no window of 0.5 s saw more than 5 starts (a little slack for the clocks' reading)
     for i in range(len(starts) - 5):
@@ -78,15 +74,12 @@ async def test_the_rate_limit_holds_exactly_across_workers_without_polling(
     assert calls < 150, calls
 
 
-async def test_max_active_holds_across_workers(queue: Queue, redis_url: str) -> None:
+async def test_max_active_holds_across_workers(queue: Queue, other_queue: Queue) -> None:
     await queue.set_limits(max_active=3)
     await queue.enqueue_many([hold.call(0.05) for _ in range(15)])
-    other_client = aioredis.Redis.from_url(redis_url)
     workers = [Worker(queue, tasks=[hold], concurrency=10, handle_signals=False),
-               Worker(Queue(other_client, name=queue.name), tasks=[hold], concurrency=10,
-                      handle_signals=False)]
+               Worker(other_queue, tasks=[hold], concurrency=10, handle_signals=False)]
     await asyncio.wait_for(asyncio.gather(*(w.run(burst=True) for w in workers)), 60)
-    await other_client.aclose()
     assert sum(w.processed for w in workers) == 15
     assert active_peak == 3, "both workers share the queue's max_active"
 

@@ -387,3 +387,5 @@ async def test_job_control_counters(queue: Queue) -> None:
     finally:
         await dead.obliterate(force=True)
         await home.obliterate(force=True)
+        await home.close()  # its blocking pool (the worker's idle waits)
+        await dead.close()
