@@ -26,6 +26,14 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
              "jobs waiting to run (the backlog)"),
     "delayed": ("ZSET", "add_jobs, fail_jobs, fetch_jobs, promote_job",
                 "jobs scheduled for later or waiting for a retry"),
+    "blocked": ("ZSET", "add_flow, and the scripts that finish a job (they release its"
+                " dependents)", "jobs waiting for other jobs (flows)"),
+    "dependents:<id>": ("HASH", "add_flow", "one per unfinished job that others wait for:"
+                        " dependent id -> failure policy; deleted when the job finishes"),
+    "early:<id>": ("HASH", "the scripts that finish a job",
+                   "outcomes of jobs that finished before the job waiting for them was"
+                   " added (a flow enqueued in chunks): consumed by add_flow, expires"
+                   " after a day"),
     "active": ("ZSET", "fetch_jobs, complete_jobs, fail_jobs, extend_leases, recover_stalled",
                "at most the sum of the workers' concurrency"),
     "completed": ("ZSET", "complete_jobs", "retention count and age"),
@@ -73,8 +81,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "metrics": ("HASH", "record_metrics (workers, batched with outcomes; stalled recovery)",
                 "a ring of 1440 one-minute slots (24 h): at most 1440 fields of ~44 integers"),
     "metrics:total": ("HASH", "record_metrics; the job-control scripts (cancelled,"
-                      " deduplicated, dead_lettered, limited, parked)",
-                      "cumulative counters: at most 49 fields"),
+                      " deduplicated, dead_lettered, limited, parked, released)",
+                      "cumulative counters: at most 50 fields"),
     "metrics:batch:<id>": ("STRING", "record_metrics",
                            "one per metrics batch of the last 5 s (a replayed call is"
                            " not counted twice); expires after 5 s"),
@@ -165,6 +173,9 @@ class QueueKeys:
     dedup_prefix: str
     rate: str
     groups: str
+    blocked: str
+    dependents_prefix: str
+    early_prefix: str
     parked: str
     group_limits: str
     group_keys: str
@@ -201,6 +212,9 @@ class QueueKeys:
             dedup_prefix=base + "dedup:",
             rate=base + "rate",
             groups=base + "groups",
+            blocked=base + "blocked",
+            dependents_prefix=base + "dependents:",
+            early_prefix=base + "early:",
             parked=base + "parked",
             group_limits=base + "group-limits",
             group_keys=base + "group-keys",

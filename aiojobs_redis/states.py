@@ -20,6 +20,8 @@ class JobState(enum.StrEnum):
 
     WAITING = "waiting"
     DELAYED = "delayed"
+    #: waiting for other jobs (a flow): it waits when the last of them has finished
+    BLOCKED = "blocked"
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -30,6 +32,7 @@ class JobState(enum.StrEnum):
 STATE_SETS: Final[dict[JobState, str]] = {
     JobState.WAITING: "wait",
     JobState.DELAYED: "delayed",
+    JobState.BLOCKED: "blocked",
     JobState.ACTIVE: "active",
     JobState.COMPLETED: "completed",
     JobState.FAILED: "failed",

@@ -326,9 +326,9 @@ def test_counts_refuses_a_queue_that_does_not_exist(redis_url: str, queue: Queue
     assert f"queue {queue.name!r} does not exist" in line and "--allow-empty" in line
     done = run("counts", "--url", redis_url, "--queue", queue.name, "--allow-empty")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["waiting", "0", "delayed", "0", "active", "0",
-                                   "completed", "0", "failed", "0", "cancelled", "0",
-                                   "paused", "False"]
+    assert done.stdout.split() == ["waiting", "0", "delayed", "0", "blocked", "0",
+                                   "active", "0", "completed", "0", "failed", "0",
+                                   "cancelled", "0", "paused", "False"]
     # a queue exists once any of its keys does: here, after one enqueue
     assert run("enqueue", "cli.noop", "--url", redis_url, "--queue", queue.name).returncode == 0
     done = run("counts", "--url", redis_url, "--queue", queue.name)

@@ -119,8 +119,8 @@ async def test_queues_and_counts_match_redis(queue: Queue) -> None:
     counts = await queue.counts()
     assert q["name"] == queue.name
     assert q["counts"] == {str(s): n for s, n in counts.items()}
-    assert q["counts"] == {"waiting": 4, "delayed": 0 + 2, "active": 1, "completed": 3,
-                           "failed": 2, "cancelled": 0}
+    assert q["counts"] == {"waiting": 4, "delayed": 0 + 2, "blocked": 0, "active": 1,
+                           "completed": 3, "failed": 2, "cancelled": 0}
     assert q["paused"] is False and q["workers"] == 0
     assert q["oldest_waiting_age_s"] is not None and q["oldest_waiting_age_s"] >= 0
     assert q["totals"]["completed"] == 3 and q["totals"]["failed"] == 2

@@ -80,8 +80,9 @@ LAYOUT: Final[tuple[str, ...]] = (
 )
 WIDTH: Final = len(LAYOUT)
 #: cumulative only, counted by the scripts where they happen (cancel_job, fail_jobs,
-#: recover_stalled, return_jobs; add_jobs; add_dead_jobs; fetch_jobs)
-EVENTS: Final = ("cancelled", "deduplicated", "dead_lettered", "limited", "parked")
+#: recover_stalled, return_jobs; add_jobs; add_dead_jobs; fetch_jobs; the scripts that
+#: finish a job release the jobs of a flow that waited for it)
+EVENTS: Final = ("cancelled", "deduplicated", "dead_lettered", "limited", "parked", "released")
 TOTAL_FIELDS: Final = WIDTH + len(EVENTS)
 _INDEX: Final = {name: i for i, name in enumerate(LAYOUT)}
 _WAIT0: Final = _INDEX["wait:0"]

@@ -68,7 +68,9 @@ def families(snapshots: Sequence[metrics.Snapshot]) -> list[Metric]:
                            ("deduplicated", "Enqueues answered by an open dedup window"),
                            ("dead_lettered", "Jobs moved into this dead-letter queue"),
                            ("limited", "Fetches cut short by a queue limit while jobs waited"),
-                           ("parked", "Jobs parked by a group limit"))
+                           ("parked", "Jobs parked by a group limit"),
+                           ("released", "Jobs of a flow released when the jobs they waited"
+                            " for had finished"))
     }
     hist = {
         kind: HistogramMetricFamily(f"ajr_job_{kind}_seconds", text, labels=["queue"])

@@ -1,20 +1,32 @@
 #!lua flags=allow-oom
 --[[ complete_jobs: active -> completed for a batch, fenced by each job's lease token.
+  Flows: the jobs waiting for a job that finishes here learn how (settle, lib/jobs.lua).
   KEYS[1] active     ZSET    job id -> lease deadline (ms)
   KEYS[2] completed  ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[3] events     STREAM  capped at about ARGV[2] entries
+  KEYS[4] wait       ZSET    dependents released to run (flows)
+  KEYS[5] delayed    ZSET    dependents released with a due time ahead
+  KEYS[6] blocked    ZSET    jobs waiting for other jobs
+  KEYS[7] failed     ZSET    dependents failed by a dependency (none here: it completed)
+  KEYS[8] cancelled  ZSET    dependents cancelled by a dependency (none here)
+  KEYS[9] marker     ZSET    one member; wakes one idle worker
+  KEYS[10] seq       STRING  FIFO sequence counter
+  KEYS[11] metrics_total HASH counter released
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] keep_count   completed jobs to keep (-1: no count limit; 0: delete at once)
   ARGV[4] keep_age_ms  completed jobs older than this are deleted (-1: no age limit)
   ARGV[5] outcomes     MessagePack array of [id, token, result]
-  Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
+  Derived: <job_prefix><id> HASH for each job, each trimmed job and each dependent; the
+           dependents and early hashes of settle (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: one status per job: 1 OK | 0 DUPLICATE (this token already completed it)
            | -1 NO_JOB | -2 LEASE_LOST ]]
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
+local fk = flow_keys(prefix, KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[3], KEYS[9],
+  KEYS[10], KEYS[11])
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 if not keep_count or not keep_age then
   return bad_input('complete_jobs', 'keep_count and keep_age_ms must be numbers')
@@ -51,6 +63,7 @@ for _, o in ipairs(rows) do
       redis.call('ZADD', KEYS[2], now, id)
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'completed', 'id', id)
+    settle(fk, prefix, id, 'c', o[3], now, maxlen)
   end
   out[#out + 1] = status
 end

@@ -5,6 +5,7 @@
   Retry(count_attempt=False)) gives its attempt back and is retried whatever its attempts.
   A job whose cancel was requested (field cancelled_by, see cancel_job) is cancelled instead,
   whatever its outcome says, as is an outcome marked cancelled (its worker stopped it).
+  Flows: the jobs waiting for a job that finishes here learn how (settle, lib/jobs.lua).
   KEYS[1] active    ZSET    job id -> lease deadline (ms)
   KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[3] delayed   ZSET    job id -> due time (ms)
@@ -13,7 +14,8 @@
   KEYS[6] marker    ZSET    one member; wakes one idle worker
   KEYS[7] seq       STRING  FIFO sequence counter
   KEYS[8] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
-  KEYS[9] metrics_total HASH  counter cancelled: +1 per job cancelled
+  KEYS[9] metrics_total HASH  counters cancelled (+1 per job cancelled), released
+  KEYS[10] blocked  ZSET    jobs waiting for other jobs
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] keep_count   failed (and cancelled) jobs to keep (-1: no count limit; 0: delete
@@ -23,13 +25,16 @@
                        (, kind)]; retry_delay_ms -1: do not retry; kind absent: a failure,
                        1: a retry that gives its attempt back (needs a delay >= 0),
                        2: cancelled by its worker on a cancel request
-  Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
+  Derived: <job_prefix><id> HASH for each job, each trimmed job and each dependent; the
+           dependents and early hashes of settle (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (failed for good) | 2 RETRYING | 3 CANCELLED
            | 0 DUPLICATE | -1 NO_JOB | -2 LEASE_LOST ]]
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
+local fk = flow_keys(prefix, KEYS[2], KEYS[3], KEYS[10], KEYS[4], KEYS[8], KEYS[5], KEYS[6],
+  KEYS[7], KEYS[9])
 local keep_count, keep_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 if not keep_count or not keep_age then
   return bad_input('fail_jobs', 'keep_count and keep_age_ms must be numbers')
@@ -69,6 +74,7 @@ for _, o in ipairs(rows) do
       cancelled = cancelled + 1
       to_cancelled(key, id, KEYS[8], KEYS[5], maxlen, now, keep_count, job[6] or 'its worker',
         KEYS[9])
+      settle(fk, prefix, id, 'x', 'cancelled by ' .. (job[6] or 'its worker'), now, maxlen)
     elseif uncounted or (delay >= 0 and tonumber(job[3]) < tonumber(job[4])) then
       status = 2
       retried_any = true
@@ -96,6 +102,7 @@ for _, o in ipairs(rows) do
         redis.call('ZADD', KEYS[4], now, id)
       end
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', id)
+      settle(fk, prefix, id, 'f', o[3], now, maxlen)
     end
   end
   out[#out + 1] = status

@@ -25,6 +25,8 @@
   KEYS[13] group_keys ZSET  group -> when its active and rate sets expire (obliterate reads it)
   KEYS[14] metrics_total HASH counters limited (+1 per call that a queue limit cut short
                             while jobs waited) and parked (+1 per job a group limit parked)
+  KEYS[15] blocked  ZSET    jobs waiting for other jobs: an expired job's dependents learn
+  KEYS[16] cancelled ZSET   dependents cancelled by an expired dependency
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] count        how many jobs to take at most (0: only promote and report)
@@ -42,7 +44,8 @@
            <group_prefix><group>:parked ZSET (job id -> its wait score),
            <group_prefix><group>:active ZSET (ids taken while the group has max_active;
            those no longer active are dropped when read), <group_prefix><group>:rate ZSET
-           (starts of the group's last rate_ms) (same tag; both expire when unused)
+           (starts of the group's last rate_ms) (same tag; both expire when unused);
+           the dependents and early hashes of settle, and each dependent's HASH
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: { ms until the next delayed job is due or a limit lets more start (-1: neither;
@@ -210,6 +213,8 @@ local function take(want, rated, limited, v, grouped)
           redis.call('ZADD', KEYS[8], now, id)
         end
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'expired', 'id', id)
+        settle(flow_keys(prefix, KEYS[1], KEYS[2], KEYS[15], KEYS[8], KEYS[16], KEYS[4],
+          KEYS[5], KEYS[6], KEYS[14]), prefix, id, 'x', 'expired', now, maxlen)
       elseif s and s.room <= 0 then
         skipped_now = skipped_now + 1
         redis.call('ZADD', gprefix .. job[9] .. ':parked', score, id)

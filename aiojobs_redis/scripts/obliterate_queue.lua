@@ -16,6 +16,7 @@
   KEYS[13] parked    ZSET    group -> when to look at its parked jobs again
   KEYS[14] group_limits HASH
   KEYS[15] group_keys ZSET   group -> when its active and rate sets expire
+  KEYS[16] blocked   ZSET
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] limit
   ARGV[3] force        1: also delete active jobs (their workers' outcomes will be refused)
@@ -29,8 +30,8 @@ local limit = tonumber(ARGV[2])
 -- a limit below 1 would delete nothing, report 0 and so drop the queue's keys under its jobs
 if not limit or limit < 1 then return bad_input('obliterate_queue', 'limit must be >= 1') end
 if ARGV[3] ~= '1' and redis.call('ZCARD', KEYS[3]) > 0 then return -3 end
-local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]},
-  limit)
+local removed = purge_sets(ARGV[1], {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[16]}, limit)
 if removed < limit then
   removed = removed + purge_parked(ARGV[1], KEYS[13], KEYS[10], ARGV[4], limit - removed)
 end
@@ -46,6 +47,6 @@ if removed == 0 then
     redis.call('DEL', unpack(names))
   end
   redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13],
-    KEYS[14], KEYS[15])
+    KEYS[14], KEYS[15], KEYS[16])
 end
 return removed

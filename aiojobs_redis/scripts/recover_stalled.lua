@@ -11,6 +11,7 @@
   period (meta.serving_since) and recovers nothing until Redis has served for ARGV[7]
   without such a gap, so that the live owners' renewals, queued behind the stall, land
   first.
+  Flows: the jobs waiting for a job that finishes here learn how (settle, lib/jobs.lua).
   KEYS[1] active    ZSET    job id -> lease deadline (ms)
   KEYS[2] wait      ZSET    job id -> priority band * 2^40 + sequence
   KEYS[3] failed    ZSET    job id -> finished at (ms); trimmed here by count and age
@@ -18,7 +19,10 @@
   KEYS[5] marker    ZSET    one member; wakes one idle worker
   KEYS[6] meta      HASH    fields seen, serving_since (ms): the serving clock
   KEYS[7] cancelled ZSET    job id -> finished at (ms); trimmed here by count and age
-  KEYS[8] metrics_total HASH  counter cancelled: +1 per job cancelled
+  KEYS[8] metrics_total HASH  counters cancelled (+1 per job cancelled), released
+  KEYS[9] delayed   ZSET    dependents released with a due time ahead
+  KEYS[10] blocked  ZSET    jobs waiting for other jobs
+  KEYS[11] seq      STRING  FIFO sequence counter
   ARGV[1] job_prefix   key prefix of job hashes
   ARGV[2] events_maxlen
   ARGV[3] max_stalls   a job that stalls more often than this is failed
@@ -27,13 +31,16 @@
   ARGV[6] keep_age_ms  failed jobs older than this are deleted (-1 or absent: no age limit)
   ARGV[7] gap_ms       a pause between calls longer than this means Redis was not serving
                        (-1 or absent: no serving clock); the caller's lease / 2
-  Derived: <job_prefix><id> HASH for each job and for each trimmed job (same hash tag)
+  Derived: <job_prefix><id> HASH for each job, each trimmed job and each dependent; the
+           dependents and early hashes of settle (same hash tag)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: { jobs put back to waiting, jobs failed, ms until recovery may run: 0 when it
             ran, negative when the clock just started (a new queue: nothing to report) } ]]
 --!include jobs
 local prefix, maxlen = ARGV[1], ARGV[2]
+local fk = flow_keys(prefix, KEYS[2], KEYS[9], KEYS[10], KEYS[3], KEYS[7], KEYS[4], KEYS[5],
+  KEYS[11], KEYS[8])
 local max_stalls, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local keep_count, keep_age = tonumber(ARGV[5] or -1), tonumber(ARGV[6] or -1)
 local gap = tonumber(ARGV[7] or -1)
@@ -68,6 +75,7 @@ for _, id in ipairs(ids) do
   if job[1] and job[5] then
     cancelled = cancelled + 1
     to_cancelled(key, id, KEYS[7], KEYS[4], maxlen, now, keep_count, job[5], KEYS[8])
+    settle(fk, prefix, id, 'x', 'cancelled by ' .. job[5], now, maxlen)
   elseif job[1] then
     local stalls = tonumber(job[2]) + 1
     local attempts = math.max(tonumber(job[3]) - 1, 0)
@@ -83,6 +91,7 @@ for _, id in ipairs(ids) do
         redis.call('ZADD', KEYS[3], now, id)
       end
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', id)
+      settle(fk, prefix, id, 'f', 'Stalled ' .. stalls .. ' times', now, maxlen)
     else
       requeued = requeued + 1
       redis.call('HSET', key, 'state', 'waiting', 'token', '', 'stalls', stalls,

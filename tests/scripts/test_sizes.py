@@ -98,6 +98,20 @@ async def check_add_jobs(q: Queue, n: int) -> None:
     assert await _counts(q) == _only(waiting=n)
 
 
+async def check_add_flow(q: Queue, n: int) -> None:
+    """n jobs and one that waits for all of them, in one call (a row of n edges, and n
+    rows of one edge each)."""
+    rows: list[list[Any]] = []
+    for i in range(n):
+        q._job_argv(TaskCall.by_name("t", options=JobOptions(job_id=f"c{i}")), rows, None)
+        rows[-1] += [[], [["callback", "f"]]]
+    q._job_argv(TaskCall.by_name("t", options=JobOptions(job_id="callback")), rows, None)
+    rows[-1] += [[[f"c{i}", "f"] for i in range(n)], []]
+    statuses = await direct.run(q, "add_flow", q.events_maxlen, codec.pack(rows))
+    assert statuses == [1] * (n + 1)
+    assert await _counts(q) == (_only(waiting=n, blocked=1) if n else _only(waiting=1))
+
+
 async def check_add_dead_jobs(q: Queue, n: int) -> None:
     """n dead jobs arrive in one call, each record a full one (100 log lines: ~220 fields,
     one bounded HSET each); with retention, the trim stays bounded too."""
@@ -243,6 +257,7 @@ async def check_list_due_schedules(q: Queue, n: int) -> None:
 
 CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
     "add_dead_jobs": check_add_dead_jobs,
+    "add_flow": check_add_flow,
     "add_jobs": check_add_jobs,
     "complete_jobs": check_complete_jobs,
     "drain_queue": check_drain_queue,
