@@ -42,6 +42,7 @@ from .ops.alerts import (
 from .ops.registry import WorkerInfo, live_workers
 from .options import Backoff, ExponentialBackoff, FixedBackoff, JobOptions, Retention
 from .producer.events import Event
+from .producer.flows import Flow, Step, chain, chord, group
 from .producer.headers import add_header_source, remove_header_source
 from .producer.job import Job, JobInfo, JobLogLine
 from .producer.queue import GroupLimits, Queue, QueueLimits
@@ -72,6 +73,7 @@ __all__ = (
     "ExponentialBackoff",
     "FailedJobsRule",
     "FixedBackoff",
+    "Flow",
     "GroupLimits",
     "InvalidJobId",
     "InvalidQueueName",
@@ -103,6 +105,7 @@ __all__ = (
     "ScheduleInfo",
     "ScheduleNotFound",
     "Schedules",
+    "Step",
     "Task",
     "TaskCall",
     "TaskNotFound",
@@ -116,7 +119,10 @@ __all__ = (
     "WorkerState",
     "__version__",
     "add_header_source",
+    "chain",
+    "chord",
     "current_job",
+    "group",
     "instrument_tracing",
     "live_workers",
     "next_fire",

@@ -322,6 +322,19 @@ def test_quickstart_example_runs(redis_server: RedisServer) -> None:
     assert "hello ann, you have 3 new messages" in done.stdout
 
 
+def test_flows_example_runs(redis_server: RedisServer) -> None:
+    """docs/examples/flows.py, the flows page's example, runs as written."""
+    done = subprocess.run(
+        [sys.executable, str(DOCS / "examples" / "flows.py")],
+        env={"REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "words on page a: 6", "words on all pages: 14",
+        "summary: completed: 'the rest is silence', completed: 4"]
+
+
 # ---------------------------------------------------------------- regeneration
 
 

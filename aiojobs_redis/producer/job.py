@@ -19,7 +19,7 @@ R = TypeVar("R")
 INFO_FIELDS = (
     "task", "payload", "state", "priority", "attempts", "max_attempts", "stalls", "progress",
     "result", "error", "traceback", "created", "started", "finished", "due", "worker",
-    "cancelled_by",
+    "cancelled_by", "deps_total", "deps_left",
 )
 
 
@@ -48,6 +48,10 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     payload_error: str | None = None  # set when the stored arguments cannot be decoded
     #: who cancelled the job, or asked to (set from the request on)
     cancelled_by: str | None = None
+    #: a job of a flow: how many jobs it waits for, and how many of them have not finished
+    #: (0 once it was released; :meth:`Job.dependencies` has the details)
+    dependencies: int | None = None
+    dependencies_pending: int | None = None
 
     @property
     def cancel_requested(self) -> bool:
@@ -87,6 +91,8 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
             worker=_text(f["worker"]),
             payload_error=payload_error,
             cancelled_by=_text(f["cancelled_by"]),
+            dependencies=None if f["deps_total"] is None else int(f["deps_total"]),
+            dependencies_pending=None if f["deps_left"] is None else int(f["deps_left"]),
         )
 
 
@@ -126,6 +132,30 @@ class JobLogLine(msgspec.Struct, frozen=True):
     text: str
 
 
+class Dependency(msgspec.Struct, frozen=True):
+    """A job that another job waits for (a flow), as the waiting job saw it."""
+
+    id: str
+    #: "pending" (not finished yet), "completed", "failed", "cancelled" (cancelled,
+    #: expired or removed) or "ignored" (did not complete; the edge's policy is ignore)
+    state: str
+    result: Any = None  # its result, when completed
+    error: str | None = None  # why it did not complete
+
+
+_MARKS = {"c": "completed", "f": "failed", "x": "cancelled", "i": "ignored"}
+
+
+def decode_dependency(job_id: str, raw: bytes | None) -> Dependency:
+    """A dependency from its field in the waiting job's hash (None: not finished)."""
+    if raw is None:
+        return Dependency(job_id, "pending")
+    state = _MARKS.get(raw[:1].decode(), "failed")
+    if state == "completed":
+        return Dependency(job_id, state, result=codec.decode_value(raw[1:]) if raw[1:] else None)
+    return Dependency(job_id, state, error=raw[1:].decode(errors="replace"))
+
+
 class JobSource(Protocol):
     """What a :class:`Job` handle needs of its queue (a :class:`~.queue.Queue` is one):
     the job module does not import the queue module."""
@@ -141,6 +171,7 @@ class JobSource(Protocol):
     async def change_job(self, job_id: str, *, priority: int | None = None,
                          delay_s: float | None = None) -> JobState: ...
     async def job_logs(self, job_id: str) -> list[JobLogLine]: ...
+    async def job_dependencies(self, job_id: str) -> list[Dependency]: ...
 
 
 class Job(Generic[R]):
@@ -214,3 +245,8 @@ class Job(Generic[R]):
     async def logs(self) -> list[JobLogLine]:
         """The job's log lines, oldest first (the last 100)."""
         return await self.queue.job_logs(self.id)
+
+    async def dependencies(self) -> list[Dependency]:
+        """The jobs this job waits (or waited) for in its flow, in the order given, with
+        their results or errors once finished ([] for a job outside a flow)."""
+        return await self.queue.job_dependencies(self.id)

@@ -27,12 +27,21 @@ from ..scripts import SCRIPTS, Batch
 from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
 from .headers import HEADER_SOURCES, collect_headers
-from .job import INFO_FIELDS, LOG_LINES, Job, JobInfo, JobLogLine
+from .job import (
+    INFO_FIELDS,
+    LOG_LINES,
+    Dependency,
+    Job,
+    JobInfo,
+    JobLogLine,
+    decode_dependency,
+)
 from .job_ids import check_job_id, new_job_id
 from .task import Task, TaskCall
 
 if TYPE_CHECKING:
     from ..schedules.store import Schedules
+    from .flows import Flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -311,6 +320,21 @@ class Queue:
         out.append(row)
         return job_id
 
+    async def enqueue_flow(self, flow: Flow) -> list[Job[Any]]:
+        """Enqueue a :class:`Flow` (jobs that wait for other jobs); returns one handle per
+        step, in order (an existing id yields the existing job, and a flow enqueued again
+        adds only what is missing).
+
+        The steps go in order, in atomic chunks (500 jobs or about 20,000 edges each), so a
+        10,000-job fan-out is many short script calls, not one long one. A job whose
+        dependencies are all finished already is waiting at once; the others are
+        ``blocked`` until the last of them finishes. A dependency that names no job (in
+        the flow before it, or in this queue) is refused with the whole chunk.
+        """
+        from .flows import enqueue_flow
+
+        return await enqueue_flow(self, flow)
+
     # ------------------------------------------------------------------ reading
 
     def job(self, job_id: str) -> Job[Any]:
@@ -506,6 +530,25 @@ class Queue:
                                     str(text)))
         return lines
 
+    async def job_dependencies(self, job_id: str) -> list[Dependency]:
+        """The jobs a job of a flow waits (or waited) for, in order, with their results
+        or errors once finished (read from the job's own record: retention of the
+        dependencies does not matter)."""
+        key = self.keys.job(check_job_id(job_id))
+        with wrap_redis_errors(f"read the dependencies of job {job_id!r}"):
+            packed: Any = await self.client.hget(key, "deps")
+            if packed is None:
+                if not await self.client.exists(key):
+                    raise JobNotFound(job_id, "dependencies", "no such job")
+                return []
+            ids = [i.decode() if isinstance(i, bytes) else str(i)
+                   for i in msgspec.msgpack.decode(packed)]
+            values: list[Any] = []
+            for start in range(0, len(ids), 1000):
+                fields = [f"dep:{i}" for i in ids[start:start + 1000]]
+                values += await self.client.hmget(key, fields)
+        return [decode_dependency(i, v) for i, v in zip(ids, values, strict=True)]
+
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
         that is missing or not failed raises instead of being skipped (the others are
@@ -651,7 +694,8 @@ class Queue:
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job; returns how many."""
-        return await self._loop_script("drain_queue", [self.keys.group_prefix])
+        return await self._loop_script("drain_queue", [self.keys.group_prefix,
+                                                       self.events_maxlen])
 
     async def obliterate(self, *, force: bool = False) -> int:
         """Delete the whole queue: jobs of every state, events, settings, schedules,

@@ -58,6 +58,12 @@ class Task(Generic[P, R]):
         """Describe one job of this task, for :meth:`Queue.enqueue_many`."""
         return TaskCall(self.name, args, kwargs, self.defaults, self)
 
+    def fed(self, *args: Any, **kwargs: Any) -> TaskCall[R]:
+        """Describe a step of a flow that is fed the results of the jobs it waits for
+        (``feed=`` of :meth:`Flow.add`, :func:`chain`, :func:`chord`): the arguments
+        after that first one. They are checked when the step is added to the flow."""
+        return TaskCall(self.name, args, kwargs, self.defaults, self)
+
     def options(self, **options: Any) -> Task[P, R]:
         """The same task with other default job options, e.g. ``send.options(delay_s=5)``.
 

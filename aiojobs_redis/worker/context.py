@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..errors import status_error, wrap_redis_errors
-from ..producer.job import LOG_LINE_CHARS, LOG_LINES
+from ..producer.job import LOG_LINE_CHARS, LOG_LINES, Dependency
 from ..scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -106,6 +106,11 @@ class JobContext:
         error = status_error(int(status), self.id, "progress")
         if error is not None:
             raise error
+
+    async def dependencies(self) -> list[Dependency]:
+        """The jobs this job waited for (a flow), in order, with their results or errors
+        ([] outside a flow)."""
+        return await self.queue.job_dependencies(self.id)
 
     async def log(self, text: str) -> None:
         """Add a line to the job's log (``job.logs()``, the HTTP API, the dashboard), with

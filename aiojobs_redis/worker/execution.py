@@ -31,12 +31,14 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from redis.exceptions import RedisError
 
 from .. import codec
 from ..backoff import BackoffFunction, retry_delay_s
 from ..control import Retry, Unrecoverable
-from ..errors import TaskNotFound
+from ..errors import AiojobsRedisError, TaskNotFound
 from ..options import Backoff, ExponentialBackoff, JobOptions, Retention
+from ..producer.flows import FEED_HEADER, fed_results
 from ..producer.task import Task, TaskRegistry
 from .context import JobContext, WorkerContext, set_current_job
 
@@ -135,6 +137,16 @@ class Executor:
             args, kwargs, ctx.headers = codec.decode_call(job.payload)
         except codec.DecodeError as e:
             return _failure(job, f"DecodeError: {e}", "", NO_RETRY, None)
+        feed = ctx.headers.get(FEED_HEADER) if ctx.headers else None
+        if feed is not None:  # a flow's step: the results of the jobs it waited for first
+            try:
+                args = [fed_results(feed, await ctx.dependencies()), *args]
+            except codec.DecodeError as e:
+                return _failure(job, f"DecodeError: a dependency's result: {e}", "",
+                                NO_RETRY, None)
+            except (AiojobsRedisError, RedisError, OSError) as e:  # retried in a second
+                return _failure(job, f"{type(e).__name__}: reading its dependencies: {e}",
+                                "", 1000, None)
         timeout_s = options.timeout_s if options.timeout_s is not None else task.defaults.timeout_s
         set_current_job(ctx)
         scope: asyncio.Timeout | None = None

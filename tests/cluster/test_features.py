@@ -308,3 +308,32 @@ async def test_group_limits_on_every_shard(shard_queues: list[Queue]) -> None:
         assert (await q.counts())[JobState.WAITING] == 1
         await q.obliterate()
         assert [k async for k in q.client.scan_iter(match=q.keys.base + "*")] == []
+
+
+@task(name="cl.sum")
+async def total(values: list[int]) -> int:
+    return sum(values)
+
+
+async def test_flows_on_every_shard(shard_queues: list[Queue]) -> None:
+    """A chain, a chord with a failing edge and a drained dependency, each in the keys of
+    its shard; the release happens inside the finishing script on that shard."""
+    from aiojobs_redis import Flow, chain, chord
+
+    for q in shard_queues:
+        jobs = await q.enqueue_flow(chain(double.call(1), double.fed(), double.fed()))
+        fan = await q.enqueue_flow(chord([plain.call(i) for i in range(30)], total.fed()))
+        flow = Flow()
+        bad = flow.add(broken.call(-1))
+        after = flow.add(plain.call(7), after=[bad], on_failure="continue")
+        failing = flow.add(plain.call(8), after=[bad])
+        dag = await q.enqueue_flow(flow)
+        assert (await dag[2].info()).state is JobState.BLOCKED and after and failing
+        worker = Worker(q, tasks=[double, plain, total, broken], concurrency=20,
+                        handle_signals=False)
+        await asyncio.wait_for(worker.run(burst=True), 30)
+        assert await jobs[-1].result(timeout=5) == 8
+        assert await fan[-1].result(timeout=5) == sum(range(30))
+        assert await dag[1].result(timeout=5) == 7
+        assert (await dag[2].info()).state is JobState.FAILED
+        assert (await q.counts())[JobState.BLOCKED] == 0
