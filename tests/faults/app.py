@@ -81,6 +81,13 @@ async def work(seconds: float) -> str:
     return ctx.id
 
 
+@task(name="faults.collect")
+async def collect(values: list[str]) -> int:
+    """A flow's fan-in: fed the results (job ids) of the jobs it waited for."""
+    await log_run(current_job())
+    return len(values)
+
+
 @task(name="faults.block_loop_once")
 async def block_loop_once(seconds: float) -> str:
     """Blocks the event loop (time.sleep in an async def) the first time it runs: for
@@ -124,7 +131,7 @@ def make_worker() -> Worker:
                            retention=keep_all)
     return Worker(
         queue,
-        tasks=[work, block_loop_once],
+        tasks=[work, block_loop_once, collect],
         concurrency=int(os.environ.get("AJR_CONCURRENCY", "5")),
         lease_ms=int(os.environ.get("AJR_LEASE_MS", "2000")),
         shutdown_timeout_s=float(os.environ.get("AJR_SHUTDOWN_S", "5")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiojobs_redis import JobState, Queue
 from aiojobs_redis.connection import AnyRedis
@@ -81,3 +82,24 @@ async def check_history(queue: Queue, client: AnyRedis,
     assert not unexplained, "ran more than once without a reason: " + ", ".join(
         f"{j} ({history.runs[j]} runs, stalls {stalls.get(j)})" for j in unexplained[:10])
     return history
+
+
+async def check_released_once(queue: Queue, parents: Iterable[str]) -> Counter[str]:
+    """Every job of a flow that waited for others was released exactly once: one
+    'released' event each in the queue's stream (kept whole at these sizes)."""
+    released: Counter[str] = Counter()
+    last = "-"
+    while True:
+        entries: Any = await queue.client.xrange(queue.keys.events, min=last, count=10_000)
+        if last != "-":
+            entries = entries[1:]  # the entry the page started at
+        if not entries:
+            break
+        for _entry_id, fields in entries:
+            if fields.get(b"e") == b"released":
+                released[fields[b"id"].decode()] += 1
+        last = entries[-1][0].decode()
+    wrong = {p: released[p] for p in parents if released[p] != 1}
+    assert not wrong, f"released not exactly once: {dict(list(wrong.items())[:10])}"
+    return released
+
