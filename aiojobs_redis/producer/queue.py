@@ -549,6 +549,14 @@ class Queue:
                 values += await self.client.hmget(key, fields)
         return [decode_dependency(i, v) for i, v in zip(ids, values, strict=True)]
 
+    async def job_dependents(self, job_id: str, *, limit: int = 100) -> list[str]:
+        """Ids of (at most ``limit``) jobs of a flow that wait for this job, while it has
+        not finished ([] once it has: they were told then)."""
+        key = self.keys.dependents_prefix + check_job_id(job_id)
+        with wrap_redis_errors(f"read the dependents of job {job_id!r}"):
+            _, fields = await self.client.hscan(key, 0, count=limit)
+        return sorted(f.decode() if isinstance(f, bytes) else str(f) for f in fields)[:limit]
+
     async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
         """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
         that is missing or not failed raises instead of being skipped (the others are

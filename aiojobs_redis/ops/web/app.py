@@ -216,6 +216,7 @@ class Api:
                 raise ApiError(404, "job_not_found", f"no job {job_id!r} in queue {q.name!r}")
             body = job_json(info, await q.job_logs(job_id))
             body["origin"] = await job_origin(q, job_id)
+            body["flow"] = await flow_json(q, info)
             return Json(body)
         return Json({"ok": True, "id": job_id, "action": action})
 
@@ -292,6 +293,25 @@ def job_json(info: JobInfo, logs: Sequence[JobLogLine] = ()) -> dict[str, Any]:
     body["logs"] = [{"at": dt_iso(line.at), "attempt": line.attempt, "text": line.text}
                     for line in logs]
     return body
+
+
+FLOW_SHOWN = 50  # jobs listed each way in a job's flow section
+
+
+async def flow_json(q: Queue, info: JobInfo) -> dict[str, Any] | None:
+    """A job's place in its flow: the jobs it waits for (the first 50, with how each
+    ended) and the jobs waiting for it (while it has not finished); None outside a flow."""
+    waited_by = await q.job_dependents(info.id, limit=FLOW_SHOWN)
+    if info.dependencies is None and not waited_by:
+        return None
+    waits_for = await q.job_dependencies(info.id) if info.dependencies else []
+    return {
+        "dependencies": info.dependencies or 0,
+        "pending": info.dependencies_pending or 0,
+        "waits_for": [{"id": d.id, "state": d.state, "error": cut_text(d.error, 300)}
+                      for d in waits_for[:FLOW_SHOWN]],
+        "waited_for_by": waited_by,
+    }
 
 
 async def job_origin(q: Queue, job_id: str) -> str | None:

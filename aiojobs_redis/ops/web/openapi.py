@@ -70,6 +70,11 @@ _JOB_SCHEMA: Final[dict[str, Any]] = {
         "origin": {"type": ["string", "null"], "description":
                    "in a dead-letter queue: the queue the job failed in and goes back to"
                    " when redriven; null for a job that was never dead-lettered"},
+        "flow": {"type": ["object", "null"], "description":
+                 "a job of a flow: dependencies (how many it waits for), pending (how many"
+                 " have not finished), waits_for (the first 50: {id, state, error}) and"
+                 " waited_for_by (ids of the first 50 jobs waiting for it, while it has"
+                 " not finished); null outside a flow"},
     }}
 _REDRIVEN: Final[dict[str, Any]] = {
     "type": "object", "required": ["ok", "action", "redriven"], "properties": {

@@ -10,7 +10,7 @@
   let STATES = [];
   // the states a job can be cancelled in (a rule of the server's, not a list to display):
   // a finished job (completed, failed, cancelled) cannot be
-  const CANCELLABLE = new Set(["waiting", "active", "delayed"]);
+  const CANCELLABLE = new Set(["waiting", "active", "delayed", "blocked"]);
   // the states whose priority and delay can change (POST .../change): not yet running
   const CHANGEABLE = new Set(["waiting", "delayed"]);
 
@@ -253,12 +253,27 @@
       [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]));
     renderChangeForm(job);
     renderLogs(job.logs || []);
+    renderFlow(job.flow);
     $("detail-error").textContent = job.error || "–";
     $("detail-traceback").textContent = job.traceback || "–";
     const shown = (c) => c.json + (c.truncated ? " … (" + c.size + " characters in all)" : "");
     $("detail-args").textContent = "args: " + shown(job.args) + "\nkwargs: " + shown(job.kwargs)
       + (job.payload_error ? "\n(cannot decode: " + job.payload_error + ")" : "");
     $("detail-result").textContent = "result: " + shown(job.result) + "\nprogress: " + shown(job.progress);
+  }
+
+  // a job of a flow: what it waits for (and how each ended), what waits for it
+  function renderFlow(flow) {
+    $("detail-flow-section").hidden = !flow;
+    if (!flow) return;
+    $("detail-flow-summary").textContent = "waits for " + flow.dependencies + " job(s), "
+      + flow.pending + " not finished; " + flow.waited_for_by.length + " job(s) wait for it";
+    const rows = flow.waits_for.map((d) => el("tr", { class: "flow-dep" },
+      el("td", {}, "waits for"), el("td", {}, d.id), el("td", {}, d.state),
+      el("td", {}, d.error || ""))).concat(flow.waited_for_by.map((id) => el("tr",
+      { class: "flow-dependent" }, el("td", {}, "waited for by"), el("td", {}, id),
+      el("td", {}, ""), el("td", {}, ""))));
+    replaceRows($("detail-flow"), rows, 4, "no jobs");
   }
 
   // the job's log: one row per line (time, attempt, text), oldest first, as text only
