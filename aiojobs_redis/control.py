@@ -41,5 +41,16 @@ class Retry(Exception):
         self.count_attempt = count_attempt
 
 
+class WaitForChildren(Exception):
+    """Raised by :meth:`JobContext.wait_for` after it added the jobs to wait for: the
+    attempt ends there, without holding a worker slot, and the job runs again (its
+    attempt given back) once they have finished. Let it propagate."""
+
+    def __init__(self, children: list[str], policy: str) -> None:
+        super().__init__(f"waiting for {len(children)} job(s)")
+        self.children = children
+        self.policy = policy
+
+
 class Unrecoverable(Exception):
     """Fail the job for good now: retrying cannot help (bad input, a gone resource)."""

@@ -15,6 +15,7 @@ from aiojobs_redis import (
     Queue,
     Retention,
     Task,
+    TaskCall,
     Worker,
     chain,
     chord,
@@ -227,4 +228,47 @@ async def test_cancelling_a_waiting_job_cancels_what_only_it_waited_for(queue: Q
     assert states == {only_mine.job_id: JobState.CANCELLED, deeper.job_id: JobState.CANCELLED,
                       parent.job_id: JobState.CANCELLED, shared.job_id: JobState.DELAYED,
                       other.job_id: JobState.BLOCKED}
+    await check_invariants(queue.client, queue.keys)
+
+
+@task(name="flow.fan_out")
+async def fan_out(n: int, bad: bool = False) -> Any:
+    """Adds n children and waits for them; the next run sums their results."""
+    ctx = current_job()
+    done = await ctx.dependencies()
+    if not done:
+        runs.append("parent:first")
+        calls: list[TaskCall[Any]] = [add.call(i, 1) for i in range(n)]
+        if bad:
+            calls.append(boom.call("child broke"))
+        await ctx.wait_for(calls)
+    runs.append("parent:again")
+    return sum(d.result for d in done)
+
+
+async def test_a_running_job_adds_children_and_waits_without_holding_a_slot(
+        queue: Queue) -> None:
+    """One slot only: if the parent held it while waiting, its children could never run."""
+    parent = await queue.enqueue(fan_out, 5)
+    worker = Worker(queue, tasks=[*TASKS, fan_out], concurrency=1, handle_signals=False)
+    await asyncio.wait_for(worker.run(burst=True), 30)
+    assert await parent.result(timeout=5) == sum(i + 1 for i in range(5))
+    assert runs[0] == "parent:first" and runs[-1] == "parent:again"
+    assert runs.count("parent:again") == 1 and len(runs) == 7
+    info = await parent.info()
+    assert info.attempts == 1, "waiting gave its attempt back"
+    assert (info.dependencies, info.dependencies_pending) == (5, 0)
+    assert [c.id for c in await parent.dependencies()] == [f"{parent.id}.{i}" for i in range(5)]
+    await check_invariants(queue.client, queue.keys)
+
+
+async def test_a_child_that_fails_fails_the_waiting_parent(queue: Queue) -> None:
+    parent = await queue.enqueue(fan_out, 3, bad=True)
+    worker = Worker(queue, tasks=[*TASKS, fan_out], concurrency=4, handle_signals=False)
+    await asyncio.wait_for(worker.run(burst=True), 30)
+    info = await parent.info()
+    assert info.state is JobState.FAILED
+    assert info.error is not None and info.error.startswith("DependencyFailed")
+    assert "child broke" in info.error
+    assert runs.count("parent:again") == 0
     await check_invariants(queue.client, queue.keys)

@@ -547,6 +547,8 @@ async def test_jobs_cancelled_before_their_first_step_free_their_slots(queue: Qu
     async with running(worker):
         await wait_until(lambda: worker.state is WorkerState.RUNNING, timeout=10)
         [lane] = worker.lanes
+        # idle: its first fetch came back empty and gave back the slots it had reserved
+        await wait_until(lambda: lane.idle and worker.free_slots() == 5, timeout=10)
         free = worker.free_slots()
         assert worker.reserve(lane, 1) == 1  # as a fetch does for the job it takes
         lane._start(FetchedJob(b"ghost", b"token", b"hold_forever",

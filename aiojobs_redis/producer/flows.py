@@ -90,7 +90,7 @@ class Flow:
         opts = call.options
         if opts.dedup_key is not None or opts.group is not None or opts.expires_s is not None:
             raise ConfigurationError("a flow's jobs cannot use dedup_key, group or expires_s")
-        default = _policy(on_failure)
+        default = policy_letter(on_failure)
         edges: list[tuple[str, str]] = []
         for entry in after:
             target, policy = entry, default
@@ -98,7 +98,7 @@ class Flow:
                 if len(entry) != 2:
                     raise ConfigurationError(f"an after entry pair is (dependency, on_failure),"
                                              f" not {entry!r}")
-                target, policy = entry[0], _policy(entry[1])
+                target, policy = entry[0], policy_letter(entry[1])
             edges.append((_dependency_id(target, self), policy))
         if len({d for d, _ in edges}) != len(edges):
             raise ConfigurationError("a step lists the same dependency twice")
@@ -126,7 +126,8 @@ class Flow:
         return step
 
 
-def _policy(on_failure: object) -> str:
+def policy_letter(on_failure: object) -> str:
+    """The edge policy letter the scripts read (f, d, c, i) of an ``on_failure``."""
     policy = _POLICY.get(on_failure) if isinstance(on_failure, str) else None
     if policy is None:
         raise ConfigurationError(f"on_failure must be one of {sorted(_POLICY)}, not"

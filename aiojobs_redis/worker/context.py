@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
+from ..control import WaitForChildren
 from ..errors import status_error, wrap_redis_errors
+from ..options import JobOptions
+from ..producer.flows import Flow, OnFailure, enqueue_flow, policy_letter
 from ..producer.job import LOG_LINE_CHARS, LOG_LINES, Dependency
+from ..producer.task import TaskCall
 from ..scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -111,6 +115,41 @@ class JobContext:
         """The jobs this job waited for (a flow), in order, with their results or errors
         ([] outside a flow)."""
         return await self.queue.job_dependencies(self.id)
+
+    async def wait_for(self, calls: Iterable[TaskCall[Any]], *,
+                       on_failure: OnFailure = "fail") -> None:
+        """Add jobs (to this job's queue) and wait for them without holding a worker slot:
+        this attempt ends here (``WaitForChildren`` is raised: let it propagate), and the
+        job runs again from the start, its attempt given back, once they have all
+        finished; :meth:`dependencies` then has their results. ``on_failure`` is the
+        edges' policy (see :class:`Flow`). Calling it again on the next run adds more.
+
+        The usual shape::
+
+            done = await current_job().dependencies()
+            if not done:
+                await current_job().wait_for(fetch.call(u) for u in urls)
+            return sum(d.result for d in done)
+
+        The children get ids ``<this id>.<n>`` (unless a call names its own), so a run
+        cut off after adding them adds nothing twice when it runs again.
+        """
+        q = self.queue
+        known = await q.job_dependencies(self.id)
+        flow = Flow()
+        for i, call in enumerate(calls):
+            if call.options.job_id is None:
+                call = TaskCall(call.name, call.args, call.kwargs,
+                                JobOptions(job_id=f"{self.id}.{len(known) + i}").merged_over(
+                                    call.options), call.task)
+            flow.add(call)
+        if not flow.steps:
+            return
+        policy = policy_letter(on_failure)
+        for step in flow.steps:
+            step.dependents.append((self.id, policy))
+        await enqueue_flow(q, flow)
+        raise WaitForChildren([step.job_id for step in flow.steps], policy)
 
     async def log(self, text: str) -> None:
         """Add a line to the job's log (``job.logs()``, the HTTP API, the dashboard), with

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from .. import codec
 from ..backoff import BackoffFunction, retry_delay_s
-from ..control import Retry, Unrecoverable
+from ..control import Retry, Unrecoverable, WaitForChildren
 from ..errors import AiojobsRedisError, TaskNotFound
 from ..options import Backoff, ExponentialBackoff, JobOptions, Retention
 from ..producer.flows import FEED_HEADER, fed_results
@@ -52,7 +52,7 @@ DEFAULT_BACKOFF = ExponentialBackoff()
 Middleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 NO_RETRY = -1
 #: Outcome.kind, as fail_jobs reads it (its optional sixth value per outcome)
-PLAIN, RETRY_UNCOUNTED, CANCELLED = 0, 1, 2
+PLAIN, RETRY_UNCOUNTED, CANCELLED, WAIT = 0, 1, 2, 3
 
 
 class FetchedJob:
@@ -79,8 +79,8 @@ class Outcome:
     """How an attempt ended. ``ok``: ``value`` is the encoded result; else ``error``,
     ``traceback`` and ``retry_delay_ms`` (-1: do not retry) describe the failure."""
 
-    __slots__ = ("error", "job", "kind", "ok", "retention", "retry_delay_ms", "run_ms",
-                 "traceback", "value")
+    __slots__ = ("children", "error", "job", "kind", "ok", "policy", "retention",
+                 "retry_delay_ms", "run_ms", "traceback", "value")
 
     def __init__(self, job: FetchedJob, *, ok: bool, value: bytes = b"", error: str = "",
                  traceback: str = "", retry_delay_ms: int = NO_RETRY,
@@ -94,8 +94,11 @@ class Outcome:
         self.retention = retention
         self.run_ms = 0.0  # how long the handler ran (set by the executor)
         #: PLAIN; RETRY_UNCOUNTED: Retry(count_attempt=False), the attempt is given back;
-        #: CANCELLED: its worker stopped it on a cancel request
+        #: CANCELLED: its worker stopped it on a cancel request; WAIT: it waits for the
+        #: jobs ``children`` it added (edge policy ``policy``)
         self.kind = PLAIN
+        self.children: list[str] = []
+        self.policy = "f"
 
 
 class Executor:
@@ -164,6 +167,10 @@ class Executor:
                     result = await task.fn(*args, **kwargs)
         except Retry as e:
             return self._retry(job, task, options, e, traceback.format_exc())
+        except WaitForChildren as e:
+            outcome = _failure(job, str(e), "", 0, options.retention)
+            outcome.kind, outcome.children, outcome.policy = WAIT, e.children, e.policy
+            return outcome
         except Unrecoverable:
             return _failure(job, _describe(), traceback.format_exc(), NO_RETRY,
                             options.retention)

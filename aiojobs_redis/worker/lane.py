@@ -28,7 +28,7 @@ from ..producer.dead_letter import move_to_dead_letter
 from ..producer.queue import Queue
 from ..scripts import SCRIPTS, Batch
 from .context import JobContext
-from .execution import CANCELLED, NO_RETRY, PLAIN, FetchedJob, Outcome
+from .execution import CANCELLED, NO_RETRY, PLAIN, WAIT, FetchedJob, Outcome
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -272,6 +272,8 @@ class Lane:
                     rows = [(o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms)
                             if o.kind == PLAIN else
                             (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms,
+                             o.kind, o.children, o.policy) if o.kind == WAIT else
+                            (o.job.id, o.job.token, o.error, o.traceback, o.retry_delay_ms,
                              o.kind)
                             for o in chunk]
                 args = [k.job_prefix, q.events_maxlen, keep_count, keep_age, codec.pack(rows)]
@@ -334,6 +336,11 @@ class Lane:
                 log.info("↻ %s %s:%s attempt %d failed (%.1f ms), retrying in %d ms: %s",
                          self.queue.name, job.task, job.id, job.attempt, o.run_ms,
                          o.retry_delay_ms, o.error, extra=self._fields(o, "retrying"))
+        elif status == 4:
+            if log.isEnabledFor(logging.INFO):
+                log.info("⧗ %s %s:%s waits for %d job(s) (attempt %d, %.1f ms)",
+                         self.queue.name, job.task, job.id, len(o.children), job.attempt,
+                         o.run_ms, extra=self._fields(o, "waiting"))
         elif status == 3:
             if log.isEnabledFor(logging.INFO):
                 log.info("⊘ %s %s:%s cancelled (attempt %d, %.1f ms)", self.queue.name,

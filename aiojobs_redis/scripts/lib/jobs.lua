@@ -101,6 +101,10 @@ local function settle(fk, prefix, id, code, text, now, maxlen)
         local early = fk.early .. d
         redis.call('HSETNX', early, from, mark .. why)
         redis.call('PEXPIRE', early, 86400000)
+      elseif job[1] == 'active' then
+        -- a running job that added this one and will wait for it (fail_jobs, kind 3): the
+        -- outcome is recorded now and counted when it starts to wait
+        redis.call('HSETNX', key, 'dep:' .. from, mark .. why)
       elseif job[1] == 'blocked' and redis.call('HSETNX', key, 'dep:' .. from, mark .. why) == 1 then
         if how == 'c' or policy == 'c' or policy == 'i' then
           if redis.call('HINCRBY', key, 'deps_left', -1) <= 0 then
