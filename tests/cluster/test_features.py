@@ -315,6 +315,14 @@ async def total(values: list[int]) -> int:
     return sum(values)
 
 
+@task(name="cl.parent")
+async def parent(n: int) -> int:
+    done = await current_job().dependencies()
+    if not done:
+        await current_job().wait_for(plain.call(i) for i in range(n))
+    return sum(d.result for d in done)
+
+
 async def test_flows_on_every_shard(shard_queues: list[Queue]) -> None:
     """A chain, a chord with a failing edge and a drained dependency, each in the keys of
     its shard; the release happens inside the finishing script on that shard."""
@@ -328,12 +336,14 @@ async def test_flows_on_every_shard(shard_queues: list[Queue]) -> None:
         after = flow.add(plain.call(7), after=[bad], on_failure="continue")
         failing = flow.add(plain.call(8), after=[bad])
         dag = await q.enqueue_flow(flow)
+        waiting_parent = await q.enqueue(parent, 12)
         assert (await dag[2].info()).state is JobState.BLOCKED and after and failing
-        worker = Worker(q, tasks=[double, plain, total, broken], concurrency=20,
+        worker = Worker(q, tasks=[double, plain, total, broken, parent], concurrency=20,
                         handle_signals=False)
         await asyncio.wait_for(worker.run(burst=True), 30)
         assert await jobs[-1].result(timeout=5) == 8
         assert await fan[-1].result(timeout=5) == sum(range(30))
         assert await dag[1].result(timeout=5) == 7
         assert (await dag[2].info()).state is JobState.FAILED
+        assert await waiting_parent.result(timeout=5) == sum(range(12))
         assert (await q.counts())[JobState.BLOCKED] == 0
