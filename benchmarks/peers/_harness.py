@@ -19,8 +19,9 @@ worker: config {"queue", "concurrency", ...; "rate_limit": {"max_starts", "per_s
     rate-limited phase}; prints {"ev": "ready", "t": wall time} just
     before its worker starts, {"ev": "progress", "done": k} while it runs, and on a
     {"cmd": "stop"} line stops gracefully and prints {"ev": "stopped", ...} with its
-    counters, handler timestamps (every start of a "tick" job in "starts"), latencies and
-    peak RSS, then exits.
+    counters, start times (every start of a "tick" job in "starts": when the limiter granted
+    it where the library records that, else the handler's clock), latencies and peak RSS,
+    then exits.
 
 Job kinds every adapter registers: "noop"; "sleep" (asyncio.sleep(0.001)); "flaky"
 (fails on its first attempt, succeeds on the second: retries have no backoff);

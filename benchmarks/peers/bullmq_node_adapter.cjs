@@ -37,7 +37,8 @@ async function processor(job) {
       end(); return;
     case "tick": {
       const t = now();
-      C.starts.push(t);
+      // when the limiter let it start: the worker's fetch stamps processedOn (ms)
+      C.starts.push(job.processedOn ? job.processedOn / 1000 : t);
       if (!C.firstStart) C.firstStart = t;
       C.done += 1; C.lastEnd = t; return;
     }
