@@ -24,7 +24,8 @@
                        for, and dependents, the jobs of the flow that wait for this one, are
                        arrays of [job id, policy] (at most 10,000 each)
   Derived: <job_prefix><id> HASH for each job and each dependency (fields dep:<id>: how it
-           ended, deps, deps_total, deps_left); with Q the job prefix without its 'job:',
+           ended, deps, deps_total, deps_left; waited: others wait for it); with Q the
+           job prefix without its 'job:',
            Q dependents:<id> HASH (dependent id -> policy) of each unfinished job waited
            for; Q early:<id> HASH, read and deleted (same hash tag)
   Time:    redis.call('TIME')
@@ -82,6 +83,7 @@ local FINISHED = {completed = 'c', failed = 'f', cancelled = 'x'}
 -- record that `dependent` waits for `id` (id unfinished)
 local function wait_edge(id, dependent, policy)
   redis.call('HSET', dprefix .. id, dependent, policy)
+  redis.call('HSET', prefix .. id, 'waited', 1) -- complete_jobs settles only such jobs
 end
 
 local out = {}

@@ -1,6 +1,7 @@
 #!lua flags=allow-oom
 --[[ complete_jobs: active -> completed for a batch, fenced by each job's lease token.
-  Flows: the jobs waiting for a job that finishes here learn how (settle, lib/jobs.lua).
+  Flows: the jobs waiting for a job that finishes here learn how (settle, lib/jobs.lua);
+  a job others wait for has the field waited (add_flow), the others cost nothing more.
   KEYS[1] active     ZSET    job id -> lease deadline (ms)
   KEYS[2] completed  ZSET    job id -> finished at (ms); trimmed here by count and age
   KEYS[3] events     STREAM  capped at about ARGV[2] entries
@@ -45,7 +46,7 @@ local out, done = {}, {}
 for _, o in ipairs(rows) do
   local id, token = o[1], o[2]
   local key = prefix .. id
-  local job = redis.call('HMGET', key, 'state', 'token')
+  local job = redis.call('HMGET', key, 'state', 'token', 'waited')
   local status
   if not job[1] then
     status = -1
@@ -63,7 +64,7 @@ for _, o in ipairs(rows) do
       redis.call('ZADD', KEYS[2], now, id)
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', 'completed', 'id', id)
-    settle(fk, prefix, id, 'c', o[3], now, maxlen)
+    if job[3] then settle(fk, prefix, id, 'c', o[3], now, maxlen) end -- a flow waits
   end
   out[#out + 1] = status
 end

@@ -90,6 +90,7 @@ local function wait_for_children(id, key, children, policy)
         redis.call('HSET', key, 'dep:' .. c, seen)
       elseif d[1] then
         redis.call('HSET', fk.dependents .. c, id, policy)
+        redis.call('HSET', prefix .. c, 'waited', 1)
         left = left + 1
       else
         seen = 'x' .. 'removed before its parent waited for it'
