@@ -311,26 +311,25 @@ def test_complete_blocks_run(block: Block, redis_server: RedisServer, tmp_path: 
 # -------------------------------------------------------------------- examples
 
 
-def test_quickstart_example_runs(redis_server: RedisServer) -> None:
-    """docs/examples/quickstart.py is the README's example; it must run as written."""
+def run_example(name: str, redis_server: RedisServer) -> str:
+    """Run docs/examples/<name> as written against a throwaway Redis; its stdout."""
     done = subprocess.run(
-        [sys.executable, str(DOCS / "examples" / "quickstart.py")],
+        [sys.executable, str(DOCS / "examples" / name)],
         env={"REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "hello ann, you have 3 new messages" in done.stdout
+    return done.stdout
+
+
+def test_quickstart_example_runs(redis_server: RedisServer) -> None:
+    """docs/examples/quickstart.py is the README's example; it must run as written."""
+    assert "hello ann, you have 3 new messages" in run_example("quickstart.py", redis_server)
 
 
 def test_flows_example_runs(redis_server: RedisServer) -> None:
     """docs/examples/flows.py, the flows page's example, runs as written."""
-    done = subprocess.run(
-        [sys.executable, str(DOCS / "examples" / "flows.py")],
-        env={"REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert run_example("flows.py", redis_server).splitlines() == [
         "words on page a: 6", "words on all pages: 14",
         "summary: completed: 'the rest is silence', completed: 4"]
 

@@ -126,14 +126,10 @@ for i, job in ipairs(jobs) do
         left = left + 1
       else
         if mark ~= 'c' and mark ~= 'i' and policy == 'i' then mark = 'i' end
-        if redis.call('HSETNX', key, 'dep:' .. dep, mark .. why) == 1 and mark ~= 'c'
-            and mark ~= 'i' then
-          if policy == 'f' and not failed_by then
-            failed_by = 'DependencyFailed: job ' .. dep .. ' did not complete: '
-              .. string.sub(why, 1, 300)
-          elseif policy == 'd' then
-            dropped_by = dep
-          end
+        if redis.call('HSETNX', key, 'dep:' .. dep, mark .. why) == 1 then
+          local verdict, err = edge_verdict(dep, mark, why, policy)
+          if verdict == 'f' then failed_by = failed_by or err end
+          if verdict == 'd' then dropped_by = dep end
         end
       end
     end

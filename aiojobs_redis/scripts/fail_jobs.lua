@@ -97,13 +97,10 @@ local function wait_for_children(id, key, children, policy)
         redis.call('HSET', key, 'dep:' .. c, seen)
       end
     end
-    if seen and string.sub(seen, 1, 1) ~= 'c' and string.sub(seen, 1, 1) ~= 'i' then
-      if policy == 'f' and not failed_by then
-        failed_by = 'DependencyFailed: job ' .. c .. ' did not complete: '
-          .. string.sub(seen, 2, 301)
-      elseif policy == 'd' then
-        dropped = true
-      end
+    if seen then
+      local verdict, err = edge_verdict(c, string.sub(seen, 1, 1), string.sub(seen, 2), policy)
+      if verdict == 'f' then failed_by = failed_by or err end
+      if verdict == 'd' then dropped = true end
     end
   end
   redis.call('HSET', key, 'deps', cmsgpack.pack(deps), 'deps_total', #deps, 'deps_left', left)

@@ -145,6 +145,18 @@ local function settle(fk, prefix, id, code, text, now, maxlen)
   return released
 end
 
+-- what a dependency that ended with `mark` (c completed, f failed, x cancelled, i ignored)
+-- does to a job that learns it when added or when it starts to wait: nil (nothing: it
+-- counts as done), 'd' (the job is cancelled) or 'f' and the job's error
+local function edge_verdict(dep, mark, why, policy)
+  if mark == 'c' or mark == 'i' then return nil end
+  if policy == 'f' then
+    return 'f', 'DependencyFailed: job ' .. dep .. ' did not complete: ' .. string.sub(why, 1, 300)
+  end
+  if policy == 'd' then return 'd' end
+  return nil
+end
+
 -- the keys settle() needs, from the calling script's KEYS; the prefixes of the dependents
 -- and early hashes come from the job prefix (<queue prefix>job:), in the same hash tag
 local function flow_keys(prefix, wait, delayed, blocked, failed, cancelled, events, marker,
