@@ -108,18 +108,29 @@ def keys_markdown() -> str:
 
 
 def validate_queue_name(name: str) -> str:
-    """Return ``name`` if it can be used as a queue name, else raise."""
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+    """Return ``name`` if it can be used as a queue name, else raise.
+
+    A name is 1-100 characters of letters, digits, '_', '.', '-', starting with a letter or
+    digit; or ``<tag>:<name>``, two such parts: queues of one tag share a Redis Cluster
+    hash slot (the tag), so a flow may span them."""
+    parts = name.split(":") if isinstance(name, str) else [name]
+    if not 1 <= len(parts) <= 2 or not all(isinstance(p, str) and _QUEUE_NAME.match(p)
+                                           for p in parts):
         raise InvalidQueueName(
             f"invalid queue name {name!r}: 1-100 characters of letters, digits, '_', '.', '-',"
-            " starting with a letter or digit"
+            " starting with a letter or digit; or '<tag>:<name>', two such parts"
         )
     return name
 
 
+def queue_tag(name: str) -> str:
+    """The hash tag of queue ``name``: its tag when it has one, else the name itself."""
+    return validate_queue_name(name).split(":", 1)[0]
+
+
 def queue_slot(name: str) -> int:
     """The Redis Cluster hash slot that holds every key of queue ``name``."""
-    return int(key_slot(validate_queue_name(name).encode()))
+    return int(key_slot(queue_tag(name).encode()))
 
 
 def spread_queue_names(prefix: str, count: int) -> list[str]:
@@ -183,8 +194,11 @@ class QueueKeys:
 
     @classmethod
     def for_queue(cls, queue: str) -> QueueKeys:
-        validate_queue_name(queue)
-        base = f"{PREFIX}:{{{queue}}}:"
+        tag = queue_tag(queue)
+        # a tagged queue's keys: ajr:{<tag>}/<name>:..., apart from the untagged queue named
+        # like the tag (ajr:{<tag>}:...) and from its other queues (the ':' after the name)
+        base = (f"{PREFIX}:{{{tag}}}:" if tag == queue
+                else f"{PREFIX}:{{{tag}}}/{queue.split(':', 1)[1]}:")
         return cls(
             queue=queue,
             base=base,

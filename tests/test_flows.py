@@ -272,3 +272,41 @@ async def test_a_child_that_fails_fails_the_waiting_parent(queue: Queue) -> None
     assert "child broke" in info.error
     assert runs.count("parent:again") == 0
     await check_invariants(queue.client, queue.keys)
+
+
+async def test_a_flow_across_queues_of_one_tag(client: Any, queue_name: str) -> None:
+    """Queues named '<tag>:<name>' share a hash tag (a Cluster slot): a flow may span them.
+    Each step runs on its own queue's worker; releases cross queues in the same script."""
+    fetch_q = Queue(client, name=f"{queue_name}:fetch")
+    parse_q = Queue(client, name=f"{queue_name}:parse")
+    try:
+        flow = Flow()
+        pages = [flow.add(add.call(i)) for i in range(3)]  # on fetch_q, the target
+        summed = flow.add(total.fed(), after=pages, feed="all", queue=parse_q)
+        flow.add(add.fed(1000), after=[summed], feed="previous")  # back on fetch_q
+        jobs = await fetch_q.enqueue_flow(flow)
+        assert [j.queue.name for j in jobs] == [fetch_q.name] * 3 + [parse_q.name, fetch_q.name]
+        assert (await jobs[3].info()).state is JobState.BLOCKED
+        workers = [Worker(q, tasks=TASKS, handle_signals=False) for q in (fetch_q, parse_q)]
+        runners = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            assert await jobs[-1].result(timeout=10) == 3 + 1000
+        finally:
+            for w in workers:
+                w.stop()
+            await asyncio.gather(*runners)
+        assert await jobs[3].result(timeout=1) == 3
+        await check_invariants(client, fetch_q.keys)
+        await check_invariants(client, parse_q.keys)
+        # queues of different tags cannot share a flow: refused before anything is written
+        other = Queue(client, name=f"{queue_name}-other")
+        bad = Flow()
+        first = bad.add(add.call(1))
+        bad.add(add.fed(2), after=[first], feed="previous", queue=other)
+        with pytest.raises(ConfigurationError, match="hash tags"):
+            await fetch_q.enqueue_flow(bad)
+        assert await other.counts() == dict.fromkeys(await other.counts(), 0)
+    finally:
+        for q in (fetch_q, parse_q):
+            await q.obliterate(force=True)
+            await q.close()

@@ -22,12 +22,16 @@
   ARGV[3] jobs         MessagePack array of [id, task, payload, options, priority, max_attempts,
                        delay_ms, due_at_ms, deps, dependents]: deps, the jobs this one waits
                        for, and dependents, the jobs of the flow that wait for this one, are
-                       arrays of [job id, policy] (at most 10,000 each)
+                       arrays of [job id, policy(, queue key prefix)] (at most 10,000
+                       each); the prefix (ajr:{<tag>}/<name>: or ajr:{<tag>}:) names
+                       another queue of the same hash tag, where that job is
   Derived: <job_prefix><id> HASH for each job and each dependency (fields dep:<id>: how it
            ended, deps, deps_total, deps_left; waited: others wait for it); with Q the
-           job prefix without its 'job:',
-           Q dependents:<id> HASH (dependent id -> policy) of each unfinished job waited
-           for; Q early:<id> HASH, read and deleted (same hash tag)
+           job prefix without its 'job:', or the prefix an edge names, Q job:<id> HASH
+           of a dependency in another queue, Q dependents:<id> HASH (dependent id ->
+           policy, then the dependent's queue prefix when it is another) of each
+           unfinished job waited for; Q early:<id> HASH, read and deleted (the same hash
+           tag: queues <tag>:<name> share it)
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; its edges are
@@ -36,7 +40,7 @@
 local prefix, maxlen = ARGV[1], ARGV[2]
 local fk = flow_keys(prefix, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
   KEYS[8], KEYS[9])
-local dprefix, eprefix = fk.dependents, fk.early
+local eprefix = fk.early
 local jobs = cmsgpack.unpack(ARGV[3])
 local POLICIES = {f = true, d = true, c = true, i = true}
 local MAX_EDGES = 10000
@@ -44,7 +48,8 @@ local MAX_EDGES = 10000
 local function edges_ok(list)
   if type(list) ~= 'table' or #list > MAX_EDGES then return false end
   for _, e in ipairs(list) do
-    if type(e) ~= 'table' or type(e[1]) ~= 'string' or #e[1] == 0 or not POLICIES[e[2]] then
+    if type(e) ~= 'table' or type(e[1]) ~= 'string' or #e[1] == 0 or not POLICIES[e[2]]
+        or (e[3] ~= nil and (type(e[3]) ~= 'string' or string.sub(e[3], -1) ~= ':')) then
       return false
     end
   end
@@ -60,12 +65,14 @@ for i, job in ipairs(jobs) do
   ok = ok and edges_ok(job[9]) and edges_ok(job[10])
   if not ok then
     return bad_input('add_flow', 'job ' .. i .. ' is not [id, task, payload, options, priority,'
-      .. ' max_attempts, delay_ms, due_at_ms, deps, dependents] with edges [id, f|d|c|i]')
+      .. ' max_attempts, delay_ms, due_at_ms, deps, dependents] with edges [id, f|d|c|i'
+      .. '(, queue prefix)]')
   end
   -- every dependency exists: in this call before it, in Redis, or as an early outcome
   if redis.call('EXISTS', prefix .. job[1]) == 0 then
     for _, e in ipairs(job[9]) do
-      if not in_call[e[1]] and redis.call('EXISTS', prefix .. e[1]) == 0
+      if not (e[3] == nil and in_call[e[1]])
+          and redis.call('EXISTS', (e[3] and e[3] .. 'job:' or prefix) .. e[1]) == 0
           and redis.call('HEXISTS', eprefix .. job[1], e[1]) == 0 then
         return bad_input('add_flow', 'job ' .. job[1] .. ' waits for job ' .. e[1]
           .. ', which does not exist (never added, or removed by retention)')
@@ -80,10 +87,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local BAND = 1099511627776 -- 2^40
 local FINISHED = {completed = 'c', failed = 'f', cancelled = 'x'}
 
--- record that `dependent` waits for `id` (id unfinished)
-local function wait_edge(id, dependent, policy)
-  redis.call('HSET', dprefix .. id, dependent, policy)
-  redis.call('HSET', prefix .. id, 'waited', 1) -- complete_jobs settles only such jobs
+local base = string.sub(prefix, 1, -5) -- this queue's key prefix
+
+-- record that `dependent` waits for `id` (id unfinished); id_base, dependent_base: the key
+-- prefixes of their queues, nil for this one
+local function wait_edge(id, id_base, dependent, dependent_base, policy)
+  local edge = policy
+  if (dependent_base or base) ~= (id_base or base) then edge = policy .. (dependent_base or base) end
+  redis.call('HSET', (id_base or base) .. 'dependents:' .. id, dependent, edge)
+  redis.call('HSET', (id_base or base) .. 'job:' .. id, 'waited', 1) -- complete_jobs settles
 end
 
 local out = {}
@@ -95,7 +107,7 @@ for i, job in ipairs(jobs) do
   if state then
     out[i] = 0
     if not FINISHED[state] then
-      for _, e in ipairs(job[10]) do wait_edge(id, e[1], e[2]) end
+      for _, e in ipairs(job[10]) do wait_edge(id, nil, e[1], e[3], e[2]) end
     end
   else
     local priority, delay, due_at = job[5], job[7], job[8]
@@ -104,7 +116,7 @@ for i, job in ipairs(jobs) do
     redis.call('HSET', key, 'task', job[2], 'payload', job[3], 'opts', job[4],
       'priority', priority, 'max_attempts', job[6], 'attempts', 0, 'stalls', 0,
       'state', 'blocked', 'created', now, 'due', due, 'ready', math.max(due, now))
-    for _, e in ipairs(job[10]) do wait_edge(id, e[1], e[2]) end
+    for _, e in ipairs(job[10]) do wait_edge(id, nil, e[1], e[3], e[2]) end
     -- what each dependency did, if it finished; the others are waited for
     local left, failed_by, dropped_by = 0, nil, nil
     local order = {}
@@ -117,12 +129,13 @@ for i, job in ipairs(jobs) do
       if seen then
         mark, why = string.sub(seen, 1, 1), string.sub(seen, 2)
       else
-        local d = redis.call('HMGET', prefix .. dep, 'state', 'result', 'error')
+        local d = redis.call('HMGET', (e[3] and e[3] .. 'job:' or prefix) .. dep, 'state',
+          'result', 'error')
         mark = FINISHED[d[1]]
         if mark == 'c' then why = d[2] or '' elseif mark then why = d[3] or d[1] end
       end
       if not mark then
-        wait_edge(dep, id, policy)
+        wait_edge(dep, e[3], id, nil, policy)
         left = left + 1
       else
         if mark ~= 'c' and mark ~= 'i' and policy == 'i' then mark = 'i' end

@@ -11,7 +11,7 @@ from .. import codec
 from ..control import WaitForChildren
 from ..errors import status_error, wrap_redis_errors
 from ..options import JobOptions
-from ..producer.flows import Flow, OnFailure, enqueue_flow, policy_letter
+from ..producer.flows import Edge, Flow, OnFailure, enqueue_flow, policy_letter
 from ..producer.job import LOG_LINE_CHARS, LOG_LINES, Dependency
 from ..producer.task import TaskCall
 from ..scripts import SCRIPTS
@@ -147,7 +147,7 @@ class JobContext:
             return
         policy = policy_letter(on_failure)
         for step in flow.steps:
-            step.dependents.append((self.id, policy))
+            step.dependents.append(Edge(self.id, policy, None))
         await enqueue_flow(q, flow)
         raise WaitForChildren([step.job_id for step in flow.steps], policy)
 

@@ -347,3 +347,34 @@ async def test_flows_on_every_shard(shard_queues: list[Queue]) -> None:
         assert (await dag[2].info()).state is JobState.FAILED
         assert await waiting_parent.result(timeout=5) == sum(range(12))
         assert (await q.counts())[JobState.BLOCKED] == 0
+
+
+async def test_a_flow_across_queues_of_one_tag_on_every_shard(
+        shard_queues: list[Queue]) -> None:
+    """'<tag>:<name>' queues share their tag's slot: a flow spans them on each shard; a
+    flow across tags is refused before any script runs (it would cross slots)."""
+    from aiojobs_redis import ConfigurationError, Flow
+
+    for home in shard_queues:
+        client = home.client
+        a, b = (Queue(client, name=f"{home.name}:{part}") for part in ("a", "b"))
+        try:
+            assert a.keys.wait.startswith(f"ajr:{{{home.name}}}/a:")
+            flow = Flow()
+            parts = [flow.add(plain.call(i)) for i in range(5)]
+            summed = flow.add(total.fed(), after=parts, feed="all", queue=b)
+            jobs = await a.enqueue_flow(flow)
+            worker = Worker([a, b], tasks=[plain, total], handle_signals=False)
+            async with running(worker):
+                assert await jobs[-1].result(timeout=10) == sum(range(5))
+            assert summed.job_id == jobs[-1].id
+            crossing = Flow()
+            step = crossing.add(plain.call(1))
+            crossing.add(total.fed(), after=[step], feed="all", queue=shard_queues[0]
+                         if home is not shard_queues[0] else shard_queues[1])
+            with pytest.raises(ConfigurationError, match="hash tags"):
+                await a.enqueue_flow(crossing)
+        finally:
+            for q in (a, b):
+                await q.obliterate(force=True)
+                await q.close()

@@ -68,8 +68,28 @@ local function to_cancelled(key, id, cancelled_set, events, maxlen, now, keep_co
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', 'cancelled', 'id', id, 'by', by)
 end
 
+-- the keys settle() needs, from the calling script's KEYS; the prefixes of the dependents
+-- and early hashes come from the job prefix (<queue prefix>job:), in the same hash tag
+local function flow_keys(prefix, wait, delayed, blocked, failed, cancelled, events, marker,
+                         seq, totals)
+  local base = string.sub(prefix, 1, -5)
+  return {wait = wait, delayed = delayed, blocked = blocked, failed = failed,
+    cancelled = cancelled, events = events, marker = marker, seq = seq, totals = totals,
+    dependents = base .. 'dependents:', early = base .. 'early:'}
+end
+
+-- the keys of another queue of the same hash tag, from its key prefix (<prefix>wait, ...:
+-- the names of QueueKeys), for a flow whose jobs are in several queues
+local function queue_flow_keys(base)
+  return {wait = base .. 'wait', delayed = base .. 'delayed', blocked = base .. 'blocked',
+    failed = base .. 'failed', cancelled = base .. 'cancelled', events = base .. 'events',
+    marker = base .. 'marker', seq = base .. 'seq', totals = base .. 'metrics:total',
+    dependents = base .. 'dependents:', early = base .. 'early:'}
+end
+
 -- flows: the jobs that wait for job `id` (its dependents hash, <fk.dependents><id>:
--- dependent id -> edge policy) learn how it ended, each edge once (HSETNX of field
+-- dependent id -> edge policy, followed by the dependent's queue key prefix when it is in
+-- another queue of the same hash tag) learn how it ended, each edge once (HSETNX of field
 -- 'dep:<id>' in the dependent's hash, so a re-delivered outcome cannot count twice).
 -- code: 'c' completed (text: its encoded result), 'f' failed (text: the error), 'x'
 -- cancelled, expired or removed (text: why). A blocked dependent with no edge left goes to
@@ -84,21 +104,25 @@ end
 local function settle(fk, prefix, id, code, text, now, maxlen)
   if redis.call('EXISTS', fk.dependents .. id) == 0 then return 0 end
   maxlen = maxlen or 10000
-  local work = {{id, code, text}}
-  local released = 0
+  local work = {{id, code, text, fk, prefix}}
+  local released = {}
   while #work > 0 do
     local item = table.remove(work)
-    local from, how, why = item[1], item[2], item[3]
-    local dkey = fk.dependents .. from
+    local from, how, why, ffk = item[1], item[2], item[3], item[4]
+    local dkey = ffk.dependents .. from
     local edges = redis.call('HGETALL', dkey)
     for i = 1, #edges, 2 do
-      local d, policy = edges[i], edges[i + 1]
-      local key = prefix .. d
+      -- the edge: policy letter, then the dependent's queue prefix when it is another
+      -- queue of the same hash tag (a flow across queues, see add_flow)
+      local d, policy, other = edges[i], string.sub(edges[i + 1], 1, 1), string.sub(edges[i + 1], 2)
+      local dfk, dprefix = item[4], item[5]
+      if other ~= '' then dfk, dprefix = queue_flow_keys(other), other .. 'job:' end
+      local key = dprefix .. d
       local mark = how
       if how ~= 'c' and policy == 'i' then mark = 'i' end
       local job = redis.call('HMGET', key, 'state', 'priority', 'due')
       if not job[1] then -- not added yet (or removed): kept for add_flow, for a day
-        local early = fk.early .. d
+        local early = dfk.early .. d
         redis.call('HSETNX', early, from, mark .. why)
         redis.call('PEXPIRE', early, 86400000)
       elseif job[1] == 'active' then
@@ -108,41 +132,46 @@ local function settle(fk, prefix, id, code, text, now, maxlen)
       elseif job[1] == 'blocked' and redis.call('HSETNX', key, 'dep:' .. from, mark .. why) == 1 then
         if how == 'c' or policy == 'c' or policy == 'i' then
           if redis.call('HINCRBY', key, 'deps_left', -1) <= 0 then
-            redis.call('ZREM', fk.blocked, d)
+            redis.call('ZREM', dfk.blocked, d)
             local due = tonumber(job[3] or -1) or -1
             if due > now then
               redis.call('HSET', key, 'state', 'delayed')
-              redis.call('ZADD', fk.delayed, due, d)
+              redis.call('ZADD', dfk.delayed, due, d)
             else
-              local seq = tonumber(redis.call('INCR', fk.seq))
+              local seq = tonumber(redis.call('INCR', dfk.seq))
               redis.call('HSET', key, 'state', 'waiting', 'ready', now)
-              redis.call('ZADD', fk.wait, (1000 - tonumber(job[2] or 0)) * 1099511627776 + seq, d)
-              redis.call('ZADD', fk.marker, 0, 'w')
+              redis.call('ZADD', dfk.wait, (1000 - tonumber(job[2] or 0)) * 1099511627776 + seq, d)
+              redis.call('ZADD', dfk.marker, 0, 'w')
             end
-            redis.call('XADD', fk.events, 'MAXLEN', '~', maxlen, '*', 'e', 'released', 'id', d)
-            released = released + 1
+            redis.call('XADD', dfk.events, 'MAXLEN', '~', maxlen, '*', 'e', 'released', 'id', d)
+            released[dfk.totals] = (released[dfk.totals] or 0) + 1
           end
         elseif policy == 'd' then
-          redis.call('ZREM', fk.blocked, d)
-          to_cancelled(key, d, fk.cancelled, fk.events, maxlen, now, -1, 'dependency ' .. from,
-            fk.totals)
-          work[#work + 1] = {d, 'x', 'cancelled: its dependency ' .. from .. ' did not complete'}
+          redis.call('ZREM', dfk.blocked, d)
+          to_cancelled(key, d, dfk.cancelled, dfk.events, maxlen, now, -1, 'dependency ' .. from,
+            dfk.totals)
+          work[#work + 1] = {d, 'x', 'cancelled: its dependency ' .. from .. ' did not complete',
+            dfk, dprefix}
         else
-          redis.call('ZREM', fk.blocked, d)
+          redis.call('ZREM', dfk.blocked, d)
           local err = 'DependencyFailed: job ' .. from .. ' did not complete: '
             .. string.sub(why, 1, 300)
           redis.call('HSET', key, 'state', 'failed', 'finished', now, 'error', err,
             'traceback', '')
-          redis.call('ZADD', fk.failed, now, d)
-          redis.call('XADD', fk.events, 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', d)
-          work[#work + 1] = {d, 'f', err}
+          redis.call('ZADD', dfk.failed, now, d)
+          redis.call('XADD', dfk.events, 'MAXLEN', '~', maxlen, '*', 'e', 'failed', 'id', d)
+          work[#work + 1] = {d, 'f', err, dfk, dprefix}
         end
       end
     end
     redis.call('DEL', dkey)
   end
-  if released > 0 then redis.call('HINCRBY', fk.totals, 'released', released) end
-  return released
+  local total = 0
+  for totals, n in pairs(released) do
+    redis.call('HINCRBY', totals, 'released', n)
+    total = total + n
+  end
+  return total
 end
 
 -- what a dependency that ended with `mark` (c completed, f failed, x cancelled, i ignored)
@@ -157,15 +186,6 @@ local function edge_verdict(dep, mark, why, policy)
   return nil
 end
 
--- the keys settle() needs, from the calling script's KEYS; the prefixes of the dependents
--- and early hashes come from the job prefix (<queue prefix>job:), in the same hash tag
-local function flow_keys(prefix, wait, delayed, blocked, failed, cancelled, events, marker,
-                         seq, totals)
-  local base = string.sub(prefix, 1, -5)
-  return {wait = wait, delayed = delayed, blocked = blocked, failed = failed,
-    cancelled = cancelled, events = events, marker = marker, seq = seq, totals = totals,
-    dependents = base .. 'dependents:', early = base .. 'early:'}
-end
 
 -- delete up to `limit` jobs (hash and set entry) from these ZSETs, in order; returns how many
 local function purge_sets(prefix, sets, limit)
