@@ -20,6 +20,7 @@ from aiojobs_redis import (
     RedisUnavailable,
     Retention,
     TaskCall,
+    queue_slot,
     task,
 )
 from aiojobs_redis._redis_server import free_port
@@ -48,10 +49,17 @@ def test_task_name_defaults_to_qualified_name() -> None:
     assert greet.name == "greet"
 
 
-@pytest.mark.parametrize("name", ["", "a b", "x{y}", "q:1", "-lead", "é", "x" * 101])
+@pytest.mark.parametrize("name", ["", "a b", "x{y}", "q:", ":q", "a:b:c", "a:-b", "-lead",
+                                  "é", "x" * 101])
 def test_invalid_queue_names(client: aioredis.Redis, name: str) -> None:
     with pytest.raises(InvalidQueueName):
         Queue(client, name=name)
+
+
+def test_a_tagged_queue_shares_its_tags_slot(client: aioredis.Redis) -> None:
+    tagged, plain = Queue(client, name="crawl:fetch"), Queue(client, name="crawl")
+    assert tagged.keys.wait == "ajr:{crawl}/fetch:wait" and plain.keys.wait == "ajr:{crawl}:wait"
+    assert queue_slot("crawl:fetch") == queue_slot("crawl:parse") == queue_slot("crawl")
 
 
 async def test_decode_responses_client_is_refused(redis_url: str) -> None:
