@@ -1,7 +1,8 @@
 """The only place where Redis key names are built.
 
-Every key of a queue starts with ``ajr:{<queue>}:`` so that all of them hash to
-one Redis Cluster slot and every script of a queue touches a single slot.
+Every key of a queue starts with ``ajr:{<queue>}:`` (``ajr:{<tag>}/<name>:`` for a
+queue named ``<tag>:<name>``) so that all of them hash to one Redis Cluster slot and every
+script of a queue touches a single slot.
 The table in ``docs/keys.md`` is checked against :data:`KEY_TABLE` by a test.
 """
 
@@ -100,7 +101,8 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
 
 def keys_markdown() -> str:
     """The key table of docs/keys.md (a test keeps the page in step with this)."""
-    lines = ["| key (after `ajr:{<queue>}:`) | type | written by | bounded by |",
+    lines = ["| key (after `ajr:{<queue>}:`, or `ajr:{<tag>}/<name>:` for a queue named"
+             " `<tag>:<name>`) | type | written by | bounded by |",
              "|---|---|---|---|"]
     for name, (kind, writer, bound) in KEY_TABLE.items():
         lines.append(f"| `{name}` | {kind} | {writer} | {bound} |")
