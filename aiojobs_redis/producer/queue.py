@@ -170,6 +170,12 @@ class Queue:
         self._blocking: AnyRedis | None = None
         self._listener: ResultListener | None = None
         self._closed = False
+        # enqueues that arrive while one is on its way to Redis go together in the next
+        # round trip (natural batching: a lone call is sent at once, never held back)
+        self._sending = False
+        self._sender: asyncio.Task[None] | None = None
+        self._queued: list[tuple[list[list[Any]], tuple[str, ...],
+                                 asyncio.Future[list[Any]]]] = []
 
     @classmethod
     def from_url(cls, url: str | None = None, *, name: str, **kwargs: Any) -> Queue:
@@ -253,18 +259,8 @@ class Queue:
             ids.append(self._job_argv(call, argv_rows, headers))
         if not ids:
             return []
-        batch = self.batch()
-        head = [self.keys.job_prefix, self.events_maxlen]
-        script = SCRIPTS["add_jobs"]
-        keys = script.keys_of(self.keys)
-        for start in range(0, len(argv_rows), _CHUNK):
-            batch.add(script, keys, [*head, codec.pack(argv_rows[start:start + _CHUNK]),
-                                     self.keys.dedup_prefix, self.keys.group_prefix])
-        with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
-            results = await batch.execute(self.client)
-        self.check_replicated(batch, "enqueue", tuple(ids))
+        statuses = await self._add_rows(argv_rows, tuple(ids))
         jobs: list[Job[Any]] = []
-        statuses = [s for chunk in results for s in chunk]
         mine = new_job_id.prefix  # ids made here are unique: one found existing was added
         for job_id, status in zip(ids, statuses, strict=True):  # by this call, sent again
             if isinstance(status, bytes):  # the job an open dedup window names
@@ -274,6 +270,75 @@ class Queue:
             existed = status == 0 and not job_id.startswith(mine)
             jobs.append(Job(self, job_id, existed=existed))
         return jobs
+
+    async def _add_rows(self, rows: list[list[Any]], ids: tuple[str, ...]) -> list[Any]:
+        """add_jobs for these rows; returns their statuses, in order.
+
+        Natural batching: a call made while no other is on its way goes at once; calls made
+        meanwhile (concurrent ``enqueue()`` of a web app's requests) wait for it and then
+        go together, in one round trip (one add_jobs call per 500 jobs), sent by a task
+        of their own so that the first caller is not held back. Each caller gets its own
+        statuses, or the error of the round trip its jobs were in."""
+        if self._sending:
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._queued.append((rows, ids, future))
+            return await future
+        self._sending = True
+        try:
+            statuses, batch = await self._send_rows(rows)
+        finally:
+            if self._queued:
+                self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+            else:
+                self._sending = False
+        self.check_replicated(batch, "enqueue", ids)
+        return statuses
+
+    async def _send_queued(self) -> None:
+        """Send what waited, all of it per round trip, until nothing waits."""
+        try:
+            while self._queued:
+                waiting, self._queued = self._queued, []
+                rows = [row for group, _, _ in waiting for row in group]
+                try:
+                    statuses, batch = await self._send_rows(rows)
+                except BaseException as e:  # each caller gets the round trip's error
+                    for _, _, future in waiting:
+                        if future.done():
+                            continue
+                        if isinstance(e, asyncio.CancelledError):
+                            future.cancel()
+                        else:
+                            future.set_exception(e)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                start = 0
+                for group, group_ids, future in waiting:
+                    mine = statuses[start:start + len(group)]
+                    start += len(group)
+                    if future.done():
+                        continue
+                    try:
+                        self.check_replicated(batch, "enqueue", group_ids)
+                    except NotReplicated as e:
+                        future.set_exception(e)
+                    else:
+                        future.set_result(mine)
+        finally:
+            self._sending = False
+
+    async def _send_rows(self, rows: list[list[Any]]) -> tuple[list[Any], Batch]:
+        batch = self.batch()
+        head = [self.keys.job_prefix, self.events_maxlen]
+        script = SCRIPTS["add_jobs"]
+        keys = script.keys_of(self.keys)
+        for start in range(0, len(rows), _CHUNK):
+            batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]),
+                                     self.keys.dedup_prefix, self.keys.group_prefix])
+        with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
+            results = await batch.execute(self.client)
+        return [s for chunk in results for s in chunk], batch
 
     def batch(self) -> Batch:
         """A batch of script calls that waits for this queue's ``replicas``."""
