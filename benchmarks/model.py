@@ -10,6 +10,7 @@ from typing import Any
 
 RATE_MAX = 50  # the rate-limited phase: at most this many starts ...
 RATE_PER_S = 0.5  # ... in any window of this many seconds
+PRODUCERS = 200  # the concurrent enqueue phase: coroutines enqueueing at once
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class Phase:
 
 PHASES: tuple[Phase, ...] = (
     Phase("enqueue_one", "enqueue one by one (awaited, one coroutine)"),
+    Phase("enqueue_concurrent",
+          f"enqueue one by one from {PRODUCERS} coroutines at once (a web app's requests)"),
     Phase("enqueue_bulk", "bulk enqueue (1000 jobs per call)"),
     Phase("process_noop", "process prefilled no-op jobs, 1 worker, concurrency 50"),
     Phase("process_sleep", "process prefilled 1 ms asyncio.sleep jobs, 1 worker, conc. 200",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .envs import LABELS
-from .model import PHASES, Phase, Sample, Settings, percentile
+from .model import PHASES, PRODUCERS, Phase, Sample, Settings, percentile
 from .procs import AdapterError, AdapterProc, Command
 from .redis_server import RedisServer, Stats, delta
 
@@ -372,6 +372,16 @@ class PhaseRunner:
                              "n": s.enqueue_n, "max_s": s.window_s}, s.window_s + 60)
         after = self.run.server.stats()
         self._enqueued(sample, r, before, after, s.enqueue_n)
+
+    async def _enqueue_concurrent(self, phase: Phase, queue: str, sample: Sample) -> None:
+        s = self.run.settings
+        self.report(f"{self.run.label} · {phase.id}: {s.n:,} jobs from {PRODUCERS} coroutines")
+        before = self.run.server.stats()
+        r = await self._ask({"cmd": "enqueue_concurrent", "queue": queue, "kind": "noop",
+                             "n": s.n, "producers": PRODUCERS, "max_s": s.window_s},
+                            s.window_s + 60)
+        after = self.run.server.stats()
+        self._enqueued(sample, r, before, after, s.n)
 
     async def _enqueue_bulk(self, phase: Phase, queue: str, sample: Sample) -> None:
         s = self.run.settings

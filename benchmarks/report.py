@@ -181,6 +181,12 @@ def targets(rows: list[Row]) -> list[Target]:
     check("bulk enqueue vs BullMQ addBulk",
           _ratio(_jps(ours_b), _jps(bull_b)), 2.0,
           f"enqueue_bulk, vs {LABELS.get(bull_b.lib, '-') if bull_b else '-'}")
+    ours_c = _get(rows, OURS, "enqueue_concurrent")
+    bull_c = (_get(rows, "bullmq_node", "enqueue_concurrent")
+              or _get(rows, "bullmq_py", "enqueue_concurrent"))
+    check("concurrent enqueue vs BullMQ add",
+          _ratio(_jps(ours_c), _jps(bull_c)), 3.0,
+          f"enqueue_concurrent, vs {LABELS.get(bull_c.lib, '-') if bull_c else '-'}")
     ours_o = _get(rows, OURS, "enqueue_one")
     bull_o = _get(rows, "bullmq_node", "enqueue_one") or _get(rows, "bullmq_py", "enqueue_one")
     check("one-by-one enqueue vs BullMQ add",

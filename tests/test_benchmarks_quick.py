@@ -32,8 +32,9 @@ def test_quick_benchmark_writes_rows(tmp_path: Path) -> None:
     assert rows, "no rows"
     assert {r["lib"] for r in rows} == {"aiojobs_redis"}
     by_phase = {r["phase"]: r for r in rows}
-    for phase in ("enqueue_one", "enqueue_bulk", "process_noop", "process_sleep",
-                  "process_noop_2w", "latency", "retry_storm", "delayed_burst"):
+    for phase in ("enqueue_one", "enqueue_concurrent", "enqueue_bulk", "process_noop",
+                  "process_sleep", "process_noop_2w", "latency", "retry_storm",
+                  "delayed_burst"):
         row = by_phase[phase]
         assert row["status"].startswith(("ok", "partial")), (phase, row["status"])
         assert row["jobs_per_s"] > 0, phase

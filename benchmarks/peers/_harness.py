@@ -7,8 +7,9 @@ An adapter script is run by its library's own virtualenv python as
 and talks to the runner over stdin/stdout, one JSON object per line.
 
 producer: prints {"ev": "ready", "version": ...}, then answers each command line
-    {"cmd": "enqueue"|"bulk"|"fill"|"fill_delayed"|"stamp"|"set_limits"|"quit", "n",
-    "max_s", ...} with {"ok": true, "elapsed": s, "count": jobs} or
+    {"cmd": "enqueue"|"enqueue_concurrent"|"bulk"|"fill"|"fill_delayed"|"stamp"|"set_limits"
+    |"quit", "n", "max_s", "producers" (enqueue_concurrent: coroutines at once), ...} with
+    {"ok": true, "elapsed": s, "count": jobs} or
     {"ok": false, "unsupported"|"error": ..}.
     A loop stops early at ``max_s`` seconds; bulk calls carry ``chunk`` jobs each.
     "set_limits" {"queue", "max_starts", "per_s"}: limit the queue to ``max_starts`` job
@@ -163,8 +164,11 @@ async def _chunked(p: Producer, queue: str, kind: str, n: int, dl: Deadline,
     return count
 
 
-async def _concurrent(p: Producer, queue: str, kind: str, n: int, dl: Deadline) -> int:
-    """A fill for libraries without a bulk API: FILL_IN_FLIGHT enqueues at a time."""
+async def _concurrent(p: Producer, queue: str, kind: str, n: int, dl: Deadline,
+                      producers: int = FILL_IN_FLIGHT) -> int:
+    """``producers`` coroutines at once, each enqueueing one job at a time (awaited), ``n``
+    in all: the enqueue_concurrent phase (a web app's requests), and the fill of a library
+    without a bulk API."""
     count = 0
 
     async def lane() -> None:
@@ -173,7 +177,7 @@ async def _concurrent(p: Producer, queue: str, kind: str, n: int, dl: Deadline) 
             count += 1
             await p.enqueue(queue, kind, None)
 
-    await asyncio.gather(*(lane() for _ in range(FILL_IN_FLIGHT)))
+    await asyncio.gather(*(lane() for _ in range(producers)))
     return count
 
 
@@ -241,6 +245,8 @@ async def producer_main(p: Producer, cfg: dict[str, Any], version: str) -> None:
             break
         if name == "enqueue":
             emit(await _timed(_one_by_one(p, queue, kind, n, dl)))
+        elif name == "enqueue_concurrent":
+            emit(await _timed(_concurrent(p, queue, kind, n, dl, int(cmd["producers"]))))
         elif name == "bulk":
             emit(await _timed(_chunked(p, queue, kind, n, dl, chunk)))
         elif name == "fill":

@@ -102,6 +102,15 @@ async function producer() {
         while (count < n && !over()) { await q(queue).add(kind, {}, jobOpts(kind)); count++; }
         return count;
       }));
+    } else if (cmd.cmd === "enqueue_concurrent") {
+      emit(await timed(async () => {
+        let count = 0;
+        const one = async () => {
+          while (count < n && !over()) { count++; await q(queue).add(kind, {}, jobOpts(kind)); }
+        };
+        await Promise.all(Array.from({ length: cmd.producers }, one));
+        return count;
+      }));
     } else if (cmd.cmd === "bulk" || cmd.cmd === "fill") {
       emit(await timed(async () => {
         let count = 0;
