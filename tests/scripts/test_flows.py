@@ -4,12 +4,11 @@ counter over-counts then; ours records each edge once)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from aiojobs_redis import JobState, Queue, TaskCall, chord
 from aiojobs_redis.ops import metrics
 from aiojobs_redis.worker.maintenance import recover_stalled
 
+from ..conftest import wait_until
 from ..invariants import check_invariants
 from . import direct
 
@@ -22,9 +21,14 @@ async def test_redelivered_children_release_the_callback_once(queue: Queue) -> N
     _, taken = await direct.fetch(queue, 3, lease_ms=50)
     assert len(taken) == 3
     # every lease runs out: the children are recovered and delivered again
-    await asyncio.sleep(0.1)
-    requeued, _failed = await recover_stalled(queue, max_stalls=5)
-    assert requeued == 3
+    requeued = 0
+
+    async def all_recovered() -> bool:
+        nonlocal requeued
+        requeued += (await recover_stalled(queue, max_stalls=5))[0]
+        return requeued == 3
+
+    await wait_until(all_recovered, timeout=10)
     _, again = await direct.fetch(queue, 3)
     assert {j.id for j in again} == {j.id for j in taken}
     tokens = {j.id: j.token for j in taken}
