@@ -24,6 +24,7 @@ from ..errors import (
 from ..keys import QueueKeys
 from ..options import JobOptions, Retention
 from ..scripts import SCRIPTS, Batch
+from ..scripts.direct import DirectLine
 from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
 from .headers import HEADER_SOURCES, collect_headers
@@ -176,6 +177,9 @@ class Queue:
         self._sender: asyncio.Task[None] | None = None
         self._queued: list[tuple[list[list[Any]], tuple[str, ...],
                                  asyncio.Future[list[Any]]]] = []
+        # one connection of the client's pool for the enqueue round trips, without
+        # redis-py's per-call layers (a plain client, no replicas to wait for)
+        self._line = DirectLine(client) if not replicas and DirectLine.suits(client) else None
 
     @classmethod
     def from_url(cls, url: str | None = None, *, name: str, **kwargs: Any) -> Queue:
@@ -205,6 +209,8 @@ class Queue:
         if self._closed:
             return
         self._closed = True
+        if self._line is not None:
+            await self._line.close()
         if self._listener is not None:
             await self._listener.close()
         if self._dead is not None and self._dead_made:
@@ -333,10 +339,12 @@ class Queue:
         head = [self.keys.job_prefix, self.events_maxlen]
         script = SCRIPTS["add_jobs"]
         keys = script.keys_of(self.keys)
-        for start in range(0, len(rows), _CHUNK):
-            batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]),
-                                     self.keys.dedup_prefix, self.keys.group_prefix])
+        tail = [self.keys.dedup_prefix, self.keys.group_prefix]
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
+            if self._line is not None and len(rows) <= _CHUNK:  # one call: the lean path
+                return await self._line.call(script, keys, [*head, codec.pack(rows), *tail]), batch
+            for start in range(0, len(rows), _CHUNK):
+                batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]), *tail])
             results = await batch.execute(self.client)
         return [s for chunk in results for s in chunk], batch
 
