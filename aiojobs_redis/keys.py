@@ -90,6 +90,10 @@ KEY_TABLE: Final[dict[str, tuple[str, str, str]]] = {
     "op:<random>": ("STRING", "retry_jobs, promote_job, remove_job",
                     "the reply of one call, so that the call sent again answers it;"
                     " expires after 60 s"),
+    "call:<producer>:<n>": ("STRING", "add_jobs",
+                            "the reply to a producer's n-th call of its last round trip (a"
+                            " call sent again answers it); one per producer and call of a"
+                            " round trip, expires after 60 s"),
     "dedup:<key>": ("STRING", "add_jobs",
                     "one per open dedup window (JobOptions.dedup_key): the job id; expires"
                     " with the window (dedup_ttl_s)"),
@@ -183,6 +187,7 @@ class QueueKeys:
     metrics_total: str
     fetch_prefix: str
     op_prefix: str
+    call_prefix: str
     dedup_prefix: str
     rate: str
     groups: str
@@ -225,6 +230,7 @@ class QueueKeys:
             metrics_total=base + "metrics:total",
             fetch_prefix=base + "fetch:",
             op_prefix=base + "op:",
+            call_prefix=base + "call:",
             dedup_prefix=base + "dedup:",
             rate=base + "rate",
             groups=base + "groups",

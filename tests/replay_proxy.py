@@ -16,6 +16,9 @@ class ReplyLosingProxy:
         self._marker: bytes | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.open = asyncio.Event()  # cleared: new connections wait before reaching Redis
+        self.open.set()
+        self.waiting = 0  # connections waiting for the proxy to open
 
     async def start(self) -> ReplyLosingProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -31,6 +34,9 @@ class ReplyLosingProxy:
         self._marker = marker
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open.is_set():
+            self.waiting += 1
+            await self.open.wait()
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         armed = asyncio.Event()
 

@@ -3,16 +3,18 @@ nothing is done twice and nothing is stranded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 
-from aiojobs_redis import JobState, Queue, Worker, current_job, task
+from aiojobs_redis import JobState, Queue, Retention, Worker, current_job, task
 from aiojobs_redis._redis_server import RedisServer
 from aiojobs_redis.ops import metrics
 from aiojobs_redis.scripts import SCRIPTS
 
+from .conftest import wait_until
 from .replay_proxy import ReplyLosingProxy
 
 RUNS: Counter[str] = Counter()
@@ -52,6 +54,34 @@ async def test_worker_round_trip_replayed_after_a_lost_reply(
     assert all(i.state is JobState.COMPLETED and i.stalls == 0 for i in infos)
     snap = await metrics.snapshot(queue)
     assert snap.totals["completed"] == 300, "the metrics batch was counted once"
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-path", "pipeline"])
+async def test_an_enqueue_sent_again_does_not_bring_back_a_job_that_ran(
+        proxy: ReplyLosingProxy, queue: Queue, lean: bool) -> None:
+    """Completed jobs kept: none. The enqueue's reply is lost; before the producer's
+    client sends it again, a worker runs the job and its record is deleted. The call sent
+    again must answer as the first time (added) and add nothing."""
+    RUNS.clear()
+    keep_none = Queue(queue.client, name=queue.name, retention=Retention(completed_count=0))
+    via_proxy = Queue.from_url(proxy.url, name=queue.name)
+    if not lean:
+        via_proxy._line = None  # the client's own pipeline and retries
+    try:
+        await via_proxy.enqueue(work, 0)  # the producer's connection is made
+        proxy.lose_reply_to(SCRIPTS["add_jobs"].sha.encode())
+        proxy.open.clear()  # the client's reconnection waits at the proxy
+        sending = asyncio.create_task(via_proxy.enqueue(work, 1))
+        await wait_until(lambda: proxy.lost == 1 and proxy.waiting == 1)
+        await Worker(keep_none, tasks=[work], handle_signals=False).run(burst=True)
+        assert list(RUNS.values()) == [1, 1] and sum((await queue.counts()).values()) == 0
+        proxy.open.set()
+        job = await sending
+        assert not job.existed and await queue.job_info(job.id) is None, "it ran and is gone"
+        assert (await queue.counts())[JobState.WAITING] == 0, "nothing came back"
+    finally:
+        await via_proxy.close()
+        await keep_none.close()
 
 
 async def test_fetch_sent_again_hands_out_the_same_jobs(queue: Queue) -> None:

@@ -180,6 +180,11 @@ class Queue:
         # one connection of the client's pool for the enqueue round trips, without
         # redis-py's per-call layers (a plain client, no replicas to wait for)
         self._line = DirectLine(client) if not replicas and DirectLine.suits(client) else None
+        # add_jobs keeps its reply under <call_prefix><producer>:<n> for the n-th call of
+        # this producer's last round trip: a round trip sent again after a lost reply gets
+        # the first replies (and adds nothing that has run and been deleted since)
+        self._memo = f"{self.keys.call_prefix}{secrets.token_hex(6)}:"
+        self._round_trips = 0
 
     @classmethod
     def from_url(cls, url: str | None = None, *, name: str, **kwargs: Any) -> Queue:
@@ -336,15 +341,19 @@ class Queue:
 
     async def _send_rows(self, rows: list[list[Any]]) -> tuple[list[Any], Batch]:
         batch = self.batch()
-        head = [self.keys.job_prefix, self.events_maxlen]
         script = SCRIPTS["add_jobs"]
         keys = script.keys_of(self.keys)
+        self._round_trips += 1
+        call_id = str(self._round_trips)
+        memo, head = self._memo, [self.keys.job_prefix, self.events_maxlen]
         tail = [self.keys.dedup_prefix, self.keys.group_prefix]
         with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
             if self._line is not None and len(rows) <= _CHUNK:  # one call: the lean path
-                return await self._line.call(script, keys, [*head, codec.pack(rows), *tail]), batch
-            for start in range(0, len(rows), _CHUNK):
-                batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]), *tail])
+                return await self._line.call(
+                    script, keys, [*head, codec.pack(rows), *tail, memo + "0", call_id]), batch
+            for n, start in enumerate(range(0, len(rows), _CHUNK)):
+                batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]), *tail,
+                                         f"{memo}{n}", call_id])
             results = await batch.execute(self.client)
         return [s for chunk in results for s in chunk], batch
 

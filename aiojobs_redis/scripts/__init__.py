@@ -47,7 +47,8 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
     ScriptSpec(
         "add_jobs",
         ("wait", "delayed", "events", "marker", "seq", "meta", "groups", "metrics_total"),
-        ("job_prefix", "events_maxlen", "jobs", "dedup_prefix", "group_prefix"),
+        ("job_prefix", "events_maxlen", "jobs", "dedup_prefix", "group_prefix", "memo",
+         "call_id"),
     ),
     ScriptSpec(
         "fetch_jobs",

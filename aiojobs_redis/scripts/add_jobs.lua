@@ -27,10 +27,16 @@
                        group (1-200 bytes: its fair share among groups)
   ARGV[4] dedup_prefix key prefix of dedup windows
   ARGV[5] group_prefix key prefix of per-group keys ('' or absent: no group limits here)
+  ARGV[6] memo         key of the producer's memo for this call's place in its round trip
+                       ('' or absent: none): a call sent again after its reply was lost
+                       finds its own call id there and gets the first reply, even when a
+                       job it added has run and been deleted since
+  ARGV[7] call_id      this call's id within the producer (with memo)
   Derived: <job_prefix><id> HASH for each job; <dedup_prefix><key> STRING (job id, expires
            with its window) for each dedup key; <group_prefix><group>:parked ZSET: a job of
            a group with parked jobs (group limits, fetch_jobs) lines up there, behind them,
            and meta.parked counts it (same hash tag)
+           <memo> STRING: call_id '|' MessagePack of the reply; expires after 60 s
   Time:    redis.call('TIME')
   Includes: lib/jobs.lua
   Returns: one status per job: 1 OK (added) | 0 DUPLICATE (the id exists; nothing changed)
@@ -38,6 +44,13 @@
            job was updated) ]]
 --!include jobs
 local prefix, maxlen, gprefix = ARGV[1], ARGV[2], ARGV[5] or ''
+local memo, call_id = ARGV[6] or '', ARGV[7] or ''
+if memo ~= '' then -- this very call, sent again: the first reply, nothing written twice
+  local seen = redis.call('GET', memo)
+  if seen and string.sub(seen, 1, #call_id + 1) == call_id .. '|' then
+    return cmsgpack.unpack(string.sub(seen, #call_id + 2))
+  end
+end
 local jobs = cmsgpack.unpack(ARGV[3])
 if type(jobs) ~= 'table' then return bad_input('add_jobs', 'jobs must be an array') end
 for i, job in ipairs(jobs) do
@@ -135,4 +148,5 @@ for i, job in ipairs(jobs) do
 end
 if woke then redis.call('ZADD', KEYS[4], 0, 'w') end
 if deduplicated > 0 then redis.call('HINCRBY', KEYS[8], 'deduplicated', deduplicated) end
+if memo ~= '' then redis.call('SET', memo, call_id .. '|' .. cmsgpack.pack(out), 'PX', 60000) end
 return out
