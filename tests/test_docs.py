@@ -35,13 +35,13 @@ import pytest
 
 from aiojobs_redis._redis_server import RedisServer
 from aiojobs_redis.keys import keys_markdown
-from aiojobs_redis.scripts import scripts_markdown
+from aiojobs_redis.scripts import commands_markdown, scripts_markdown
 
 from . import reference_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SECTIONS = {"keys": keys_markdown, "scripts": scripts_markdown}
+SECTIONS = {"keys": keys_markdown, "scripts": scripts_markdown, "commands": commands_markdown}
 BLOCK_TIMEOUT_S = 30
 
 

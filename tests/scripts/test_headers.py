@@ -90,3 +90,17 @@ def test_body_uses_what_the_header_documents(spec: ScriptSpec) -> None:
         assert "Derived:" in _header(source) or "prefix" not in body
     # keys built inside the script come from the declared job prefix only
     assert "redis.call('KEYS'" not in body and 'redis.call("KEYS"' not in body
+
+
+def test_every_call_names_its_command() -> None:
+    """script_commands() (docs/keys.md, the ACL test) reads commands from the sources:
+    every redis.call names its command as a literal string, save call_chunked's own."""
+    folder = resources.files("aiojobs_redis.scripts")
+    sources = [folder.joinpath(f"{name}.lua").read_text("utf-8") for name in _lua_files()]
+    sources += [p.read_text("utf-8") for p in folder.joinpath("lib").iterdir()
+                if p.name.endswith(".lua")]
+    for source in (re.sub(r"--[^\n]*", "", text) for text in sources):  # code, no comments
+        for call in re.finditer(r"redis\.p?call\((?!')(.{0,20})", source):
+            assert call.group(1).startswith("unpack(args))"), f"redis.call({call.group(1)}"
+        for chunked in re.finditer(r"call_chunked\((?!\{')(.{0,20})", source):
+            assert chunked.group(1).startswith("head, values)"), chunked.group(0)
