@@ -16,6 +16,7 @@ from typing import Final
 
 from ..errors import ConfigurationError
 from ..producer.queue import Queue
+from ..scripts import Batches
 from .spec import Schedule
 from .store import Schedules, Upserted
 
@@ -28,12 +29,13 @@ _MAX_SLEEP_S: Final = 1.0  # look for schedules added by producers at least this
 
 class ScheduleKeeper:
     """Fires due ticks of every schedule of ``queues``; keeps the declared schedules
-    in place. ``before_verify`` runs before each re-verification (the worker checks
-    there that its queues' keys were not wiped); ``stopping`` ends :meth:`run`."""
+    in place. ``before_verify`` runs before each re-verification, given the names of
+    the queues (the worker checks there, in one round trip, that their keys were not
+    wiped); ``stopping`` ends :meth:`run`."""
 
     def __init__(self, queues: Sequence[Queue], schedules: Sequence[Schedule] = (), *,
                  verify_s: float = DEFAULT_VERIFY_S,
-                 before_verify: Callable[[str], Awaitable[object]] | None = None,
+                 before_verify: Callable[[list[str]], Awaitable[object]] | None = None,
                  stopping: Callable[[], bool] = lambda: False) -> None:
         if not 0.01 <= verify_s <= 3600:
             raise ConfigurationError("schedule verification period must be 0.01..3600 s")
@@ -70,9 +72,9 @@ class ScheduleKeeper:
 
     async def verify(self, *, first: bool = False) -> None:
         """Run ``before_verify``, then upsert every declared schedule."""
+        if not first and self.before_verify is not None:
+            await self.before_verify(list(self.declared))
         for queue, schedules in self.declared.items():
-            if not first and self.before_verify is not None:
-                await self.before_verify(queue)
             store = self.stores[queue]
             for s in schedules.values():
                 self._report(queue, s, await store.upsert(s), first)
@@ -117,8 +119,11 @@ class ScheduleKeeper:
         while not self.stopping():
             wait = _MAX_SLEEP_S
             try:
-                for store in self.stores.values():
-                    _, next_in = await store.advance()
+                batches = Batches()  # every queue's listing in one round trip (per client)
+                handles = [(store, store.add_listing(batches)) for store in self.stores.values()]
+                listed = await batches.execute()
+                for store, handle in handles:
+                    _, next_in = await store.advance(listed[handle])
                     if next_in is not None:
                         wait = min(wait, next_in)
                 if loop.time() >= next_verify:

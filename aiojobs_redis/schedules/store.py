@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, ScheduleNotFound, wrap_redis_errors
 from ..options import JobOptions
 from ..producer.job import Job
 from ..producer.task import TaskCall
-from ..scripts import SCRIPTS
+from ..scripts import SCRIPTS, Batches
 from ..states import JobState
 from .spec import CatchUp, Schedule, ScheduleDef
 from .ticks import first_tick, plan, tick_job_id
@@ -228,18 +228,30 @@ class Schedules:
 
     # ----------------------------------------------------------- advancing ticks
 
-    async def advance(self) -> tuple[int, float | None]:
+    def add_listing(self, batches: Batches) -> tuple[int, int]:
+        """Add the call that lists this queue's due schedules to ``batches`` (a keeper
+        lists every queue's in one round trip); returns its handle, for :meth:`advance`."""
+        listing = SCRIPTS["list_due_schedules"]
+        k = self.queue.keys
+        return batches.add(self.queue.client, listing, listing.keys_of(k),
+                           [k.sched_prefix, _DUE_LIMIT])
+
+    async def advance(self, listed: Any = None) -> tuple[int, float | None]:
         """Fire every due tick of this queue's schedules (any worker may call this at
         any time, concurrently with others). Returns (ticks fired by this call,
-        seconds until the next pending tick is due, or None when none is pending)."""
+        seconds until the next pending tick is due, or None when none is pending).
+        ``listed``: the reply of the listing call made already (:meth:`add_listing`)."""
         k = self.queue.keys
         listing = SCRIPTS["list_due_schedules"]
         fire = SCRIPTS["fire_schedule"]
         fired = 0
         for _ in range(10):  # a few rounds: a round that fired may have made more due
-            with wrap_redis_errors(f"read due schedules of {self.queue.name!r}"):
-                reply = await listing(self.queue.client, listing.keys_of(k),
-                                      [k.sched_prefix, _DUE_LIMIT])
+            if listed is not None:
+                reply, listed = listed, None
+            else:
+                with wrap_redis_errors(f"read due schedules of {self.queue.name!r}"):
+                    reply = await listing(self.queue.client, listing.keys_of(k),
+                                          [k.sched_prefix, _DUE_LIMIT])
             now_ms, next_in = int(reply[0]), int(reply[1])
             if len(reply) == 2:
                 return fired, None if next_in < 0 else next_in / 1000

@@ -339,6 +339,31 @@ class Batch:
         return results
 
 
+class Batches:
+    """Script calls of several queues, which may be on different clients: one
+    :class:`Batch` per client, all sent at once (one round trip per client, per node on
+    a cluster). What a worker does periodically for each of its queues goes this way, so
+    that its round trips do not grow with the number of queues."""
+
+    __slots__ = ("_by_client",)
+
+    def __init__(self) -> None:
+        self._by_client: dict[int, tuple[AnyRedis, Batch]] = {}
+
+    def add(self, client: AnyRedis, script: Script, keys: list[str],
+            args: list[Any]) -> tuple[int, int]:
+        """Queue a call; returns its handle into the results of :meth:`execute`."""
+        _, batch = self._by_client.setdefault(id(client), (client, Batch()))
+        return id(client), batch.add(script, keys, args)
+
+    async def execute(self) -> dict[tuple[int, int], Any]:
+        """Send every batch; the replies by handle (the first error raises)."""
+        pairs = list(self._by_client.items())
+        results = await asyncio.gather(*(batch.execute(client) for _, (client, batch) in pairs))
+        return {(key, i): reply for (key, _), replies in zip(pairs, results, strict=True)
+                for i, reply in enumerate(replies)}
+
+
 def _acked(reply: Any) -> int:
     if isinstance(reply, BaseException):
         raise reply

@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiojobs_redis.worker")
 
-_MAX_IDLE_BLOCK_S = 5.0
+# how long an idle lane blocks at most before it looks again by itself. Every event that
+# makes work (an enqueue, a retry, a release, a promotion, a resume, a recovered job) wakes
+# an idle worker through the marker, and a fetch tells the next due time: this is only
+# the fallback, kept below the blocking connection's socket timeout (20 s)
+_MAX_IDLE_BLOCK_S = 15.0
 # an idle Redis ends a blocking command's timeout on its next tick (every 100 ms at the
 # default hz 10), so a timed wake-up comes from a local timer; the Redis timeout is only
 # the fallback, this much later
@@ -509,7 +513,7 @@ class Lane:
     async def stop_waker(self) -> None:
         """Cancel the idle wait. redis-py's blocking read can swallow a cancellation that
         races its own timeout (Python 3.11), which left a stopping worker waiting out the
-        BZPOPMIN (up to 5 s): cancel again until the task has ended."""
+        BZPOPMIN (up to 15 s): cancel again until the task has ended."""
         waker, self._waker = self._waker, None
         if waker is not None:  # an outage there was logged by the wait itself
             await cancel_and_wait([waker], tries=100)

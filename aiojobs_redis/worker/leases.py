@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.exceptions import RedisError
 
 from ..ops import registry
-from ..scripts import SCRIPTS, Batch
+from ..scripts import SCRIPTS, Batches
 
 if TYPE_CHECKING:
     from .lane import Lane
@@ -61,8 +61,9 @@ class ReconnectBackoff:
 
 
 class LeaseKeeper:
-    """Every ``lease_ms / 3``: extend the leases of all running jobs (one round trip per
-    queue, at most 1,000 jobs per script call) and write the worker's heartbeat."""
+    """Every ``lease_ms / 3``: extend the leases of all running jobs (one round trip for
+    all queues of a client, at most 1,000 jobs per script call) and write the worker's
+    heartbeat (one more)."""
 
     def __init__(self, worker: LeaseHost) -> None:
         self.worker = worker
@@ -89,25 +90,30 @@ class LeaseKeeper:
     async def renew(self) -> None:
         worker = self.worker
         script = SCRIPTS["extend_leases"]
+        batches = Batches()  # every queue's renewals in one round trip (per client)
+        handles: list[tuple[Lane, list[tuple[int, int]]]] = []
         for lane in worker.lanes:
             running = [(r.job.id, r.job.token) for r in lane.running.values()]
             if not running:
                 continue
             k = lane.queue.keys
             keys = script.keys_of(k)
-            batch = Batch()  # one round trip per queue, at most _LEASE_CHUNK jobs per call
+            mine = []  # at most _LEASE_CHUNK jobs per call
             for start in range(0, len(running), _LEASE_CHUNK):
                 args: list[Any] = [k.job_prefix, worker.lease_ms]
                 for job_id, token in running[start:start + _LEASE_CHUNK]:
                     args += (job_id, token)
-                batch.add(script, keys, args)
-            replies = await batch.execute(lane.queue.client)
-            lost = [j.decode() for lost_ids, _ in replies for j in lost_ids]
-            if lost:
-                lane.mark_lost(lost)
-            cancel = [j.decode() for _, cancel_ids in replies for j in cancel_ids]
-            if cancel:
-                lane.cancel_running(cancel)
+                mine.append(batches.add(lane.queue.client, script, keys, args))
+            handles.append((lane, mine))
+        if handles:
+            replies = await batches.execute()
+            for lane, mine in handles:
+                lost = [j.decode() for h in mine for j in replies[h][0]]
+                if lost:
+                    lane.mark_lost(lost)
+                cancel = [j.decode() for h in mine for j in replies[h][1]]
+                if cancel:
+                    lane.cancel_running(cancel)
         await self.heartbeat()
 
     async def heartbeat(self) -> None:
@@ -121,21 +127,25 @@ class LeaseKeeper:
             failed=worker.failed,
         )
         record = registry.encode(info)
+        pipes: dict[int, Any] = {}  # every queue's record in one round trip (per client)
         for lane in worker.lanes:
             k = lane.queue.keys
-            pipe = lane.queue.client.pipeline(transaction=False)
+            pipe = pipes.setdefault(id(lane.queue.client),
+                                    lane.queue.client.pipeline(transaction=False))
             pipe.set(k.worker(worker.id), record, px=worker.lease_ms * 2)
             # scored by when the record expires; any live worker prunes entries that
             # expired one lease ago or more (a margin for clocks that differ)
             pipe.zadd(k.workers, {worker.id: registry.expires_ms(now, worker.lease_ms)})
             pipe.zremrangebyscore(k.workers, "-inf", f"({int(now * 1000) - worker.lease_ms}")
-            await pipe.execute()
+        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
 
     async def deregister(self) -> None:
         worker = self.worker
+        pipes: dict[int, Any] = {}
         for lane in worker.lanes:
             k = lane.queue.keys
-            pipe = lane.queue.client.pipeline(transaction=False)
+            pipe = pipes.setdefault(id(lane.queue.client),
+                                    lane.queue.client.pipeline(transaction=False))
             pipe.delete(k.worker(worker.id))
             pipe.zrem(k.workers, worker.id)
-            await pipe.execute()
+        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))

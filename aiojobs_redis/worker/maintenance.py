@@ -10,12 +10,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from ..ops.metrics import record_stalled
-from ..scripts import SCRIPTS
+from ..scripts import SCRIPTS, Batches
 from .lane import _retention_args
 
 if TYPE_CHECKING:
@@ -26,6 +26,15 @@ log = logging.getLogger("aiojobs_redis.worker")
 _RECOVER_LIMIT = 1000
 
 
+def _recover_call(queue: Queue, max_stalls: int, gap_ms: int) -> tuple[list[str], list[Any]]:
+    k = queue.keys
+    # jobs failed for too many stalls obey the queue's failed-job retention, as fail_jobs does
+    keep_count, keep_age_ms = _retention_args(queue.retention, ok=False)
+    return SCRIPTS["recover_stalled"].keys_of(k), [
+        k.job_prefix, queue.events_maxlen, max_stalls, _RECOVER_LIMIT, keep_count, keep_age_ms,
+        gap_ms]
+
+
 async def recover_stalled(queue: Queue, max_stalls: int, gap_ms: int = -1,
                           on_deferred: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Put jobs whose lease ran out back to waiting (or fail them); returns the counts.
@@ -33,15 +42,14 @@ async def recover_stalled(queue: Queue, max_stalls: int, gap_ms: int = -1,
     ``gap_ms``: a pause of Redis longer than this (no call served) restarts its serving
     clock, and nothing is recovered until it has served that long again (-1: no clock);
     ``on_deferred`` is told how long recovery waits then."""
-    k = queue.keys
-    script = SCRIPTS["recover_stalled"]
-    # jobs failed for too many stalls obey the queue's failed-job retention, as fail_jobs does
-    keep_count, keep_age_ms = _retention_args(queue.retention, ok=False)
-    requeued, failed, deferred_ms = await script(
-        queue.client, script.keys_of(k),
-        [k.job_prefix, queue.events_maxlen, max_stalls, _RECOVER_LIMIT, keep_count, keep_age_ms,
-         gap_ms],
-    )
+    reply = await SCRIPTS["recover_stalled"](queue.client, *_recover_call(queue, max_stalls,
+                                                                          gap_ms))
+    return await _recovered(queue, max_stalls, reply, on_deferred)
+
+
+async def _recovered(queue: Queue, max_stalls: int, reply: Any,
+                     on_deferred: Callable[[int], None] | None) -> tuple[int, int]:
+    requeued, failed, deferred_ms = reply
     if int(deferred_ms) > 0 and on_deferred is not None:
         on_deferred(int(deferred_ms))
     if requeued or failed:
@@ -69,14 +77,23 @@ class Maintenance:
         while True:
             # spread the checks of many workers over the interval
             await asyncio.sleep(self.check_s * (0.5 + random.random()))
-            for queue in self.queues:
+            script = SCRIPTS["recover_stalled"]
+            batches = Batches()  # every queue's check in one round trip (per client)
+            handles = [(queue, batches.add(queue.client, script,
+                                           *_recover_call(queue, self.max_stalls, self.gap_ms)))
+                       for queue in self.queues]
+            try:
+                replies = await batches.execute()
+            except (RedisError, OSError) as e:
+                log.debug("stalled-job checks skipped: %s", e)
+                continue
+            for queue, handle in handles:
                 name = queue.name
                 waited: list[int] = []
                 try:
-                    await recover_stalled(queue, self.max_stalls, self.gap_ms, waited.append)
+                    await _recovered(queue, self.max_stalls, replies[handle], waited.append)
                 except (RedisError, OSError) as e:
-                    log.debug("stalled-job check of %s skipped: %s", name, e)
-                    continue
+                    log.debug("stalled-job metrics of %s not recorded: %s", name, e)
                 if not waited:
                     self._deferring.discard(name)
                 elif name not in self._deferring:  # once per pause

@@ -8,9 +8,11 @@ schedules were wiped: the worker says so loudly, once per wipe, and claims anew.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import wrap_redis_errors
 
@@ -40,11 +42,11 @@ class WipeDetector:
 
     async def check(self) -> bool:
         """True when the queue's keys look intact; otherwise warn, claim again, False."""
-        if self.token is None:  # never claimed (Redis was down at start)
-            await self.claim()
-            return True
-        with wrap_redis_errors(f"read the sentinel of queue {self.queue.name!r}"):
-            value = await self.queue.client.get(self.queue.keys.alive)
+        return (await check_all([self]))[0]
+
+    async def judge(self, value: bytes | None) -> bool:
+        """What the sentinel key holds now says whether the keys are intact (True);
+        otherwise warn, claim again and return False."""
         if value is not None and value == self.token:
             return True
         if value is None:
@@ -60,3 +62,22 @@ class WipeDetector:
                 " and schedules stored before were lost", self.queue.name, self.queue.keys.alive)
         await self.claim()
         return False
+
+
+async def check_all(detectors: Sequence[WipeDetector]) -> list[bool]:
+    """:meth:`WipeDetector.check` for many queues: their sentinel keys read in one
+    round trip per client (a pipeline of GETs: a cluster client sends one per node)."""
+    pipes: dict[int, tuple[Any, list[WipeDetector]]] = {}
+    for d in detectors:
+        if d.token is None:  # never claimed (Redis was down at start)
+            await d.claim()
+            continue
+        pipe, mine = pipes.setdefault(id(d.queue.client),
+                                      (d.queue.client.pipeline(transaction=False), []))
+        pipe.get(d.queue.keys.alive)
+        mine.append(d)
+    with wrap_redis_errors("read the sentinel keys of the queues"):
+        replies = await asyncio.gather(*(pipe.execute() for pipe, _ in pipes.values()))
+    values = {id(d): v for (_, mine), vs in zip(pipes.values(), replies, strict=True)
+              for d, v in zip(mine, vs, strict=True)}
+    return [await d.judge(values[id(d)]) if id(d) in values else True for d in detectors]

@@ -37,7 +37,7 @@ from .leases import LeaseKeeper, ReconnectBackoff
 from .maintenance import Maintenance
 from .tracing import tracing_middleware
 from .watchdog import LoopWatchdog
-from .wipe_detection import WipeDetector
+from .wipe_detection import WipeDetector, check_all
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -123,7 +123,7 @@ class Worker:
         self.wipe_detectors = {q.name: WipeDetector(q) for q in self.queues}
         self.schedule_keeper = ScheduleKeeper(
             self.queues, self.schedules, verify_s=schedule_verify_s,
-            before_verify=lambda queue: self.wipe_detectors[queue].check(),
+            before_verify=lambda names: check_all([self.wipe_detectors[n] for n in names]),
             stopping=lambda: self.stopping)
         self.backoff = ReconnectBackoff()
         self.state = WorkerState.CREATED
