@@ -4,10 +4,9 @@ Used by the demo, the test suite and the benchmarks; never touches a shared
 instance. ``kill()`` sends SIGKILL and ``start()`` again restarts it on the same
 port and directory (so AOF files survive a crash, as in production).
 
-:class:`SentinelSetup` starts a master, its replicas and Sentinels monitoring them
-(``redis-server <conf> --sentinel``), all on free loopback ports in temporary directories.
 :class:`ClusterSetup` starts a Redis Cluster of N primaries with M replicas each
-(``redis-cli --cluster create``), likewise.
+(``redis-cli --cluster create``), likewise. A master with replicas and Sentinels is
+``aiojobs_redis._redis_sentinel.SentinelSetup``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from ._redis_wire import query, wait_until
 
 
 def free_port(*, cluster: bool = False) -> int:
@@ -143,126 +143,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class SentinelServer(RedisServer):
-    """A redis-server in Sentinel mode monitoring one master.
-
-    Sentinel rewrites its config file as it learns (replicas, other Sentinels, a new
-    master), so the file lives in the server's own directory and survives a restart."""
-
-    def __init__(self, *, master_port: int, service: str = "mymaster", quorum: int = 1,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
-                 port: int | None = None, directory: str | None = None,
-                 binary: str = "redis-server") -> None:
-        super().__init__(port=port, directory=directory, binary=binary)
-        self.service = service
-        self.config = Path(self.directory) / "sentinel.conf"
-        if not self.config.exists():
-            self.config.write_text("\n".join([
-                f"port {self.port}",
-                "bind 127.0.0.1",
-                f"dir {self.directory}",
-                f"logfile {Path(self.directory) / 'redis.log'}",
-                "daemonize no",
-                f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}",
-                f"sentinel down-after-milliseconds {service} {down_after_ms}",
-                f"sentinel failover-timeout {service} {failover_timeout_ms}",
-                f"sentinel parallel-syncs {service} 1",
-                "",
-            ]))
-
-    def command(self) -> list[str]:
-        return [self.binary, str(self.config), "--sentinel", *self.extra]
-
-
-class SentinelSetup:
-    """A master, ``replicas`` replicas (``--replicaof``) and ``sentinels`` Sentinels
-    monitoring them with ``quorum``, each a process of our own.
-
-    ``start()`` returns once the replicas are in sync and every Sentinel knows every
-    replica (and the other Sentinels), that is once a failover can happen. ``cleanup()``
-    stops the Sentinels first (no failover during teardown), then the data nodes."""
-
-    def __init__(self, *, service: str = "mymaster", replicas: int = 1, sentinels: int = 1,
-                 quorum: int = 1, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
-                 appendonly: bool = False) -> None:
-        self.service = service
-        # a full sync starts at once instead of after the default 5 s wait for more replicas
-        fast_sync = ["--repl-diskless-sync-delay", "0"]
-        self.master = RedisServer(appendonly=appendonly, extra=fast_sync)
-        self.replicas = [
-            RedisServer(appendonly=appendonly,
-                        extra=[*fast_sync, "--replicaof", "127.0.0.1", str(self.master.port)])
-            for _ in range(replicas)
-        ]
-        self.sentinels = [
-            SentinelServer(master_port=self.master.port, service=service, quorum=quorum,
-                           down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms)
-            for _ in range(sentinels)
-        ]
-
-    @property
-    def data_nodes(self) -> list[RedisServer]:
-        return [self.master, *self.replicas]
-
-    @property
-    def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [("127.0.0.1", s.port) for s in self.sentinels]
-
-    def url(self, db: int = 0) -> str:
-        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
-        return f"redis+sentinel://{hosts}/{self.service}/{db}"
-
-    def start(self, timeout_s: float = 20.0) -> SentinelSetup:
-        try:
-            for node in self.data_nodes:
-                node.start()
-            deadline = time.monotonic() + timeout_s
-            for replica in self.replicas:
-                _wait(lambda r=replica: _query(r.port, "INFO", "replication")
-                      .get("master_link_status") == "up", deadline, "a replica to sync")
-            for sentinel in self.sentinels:
-                sentinel.start()
-            for sentinel in self.sentinels:
-                _wait(lambda s=sentinel: self._knows_everyone(s), deadline,
-                      "the Sentinels to discover the replicas and each other")
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def _knows_everyone(self, sentinel: SentinelServer) -> bool:
-        master = _query(sentinel.port, "SENTINEL", "MASTER", self.service)
-        replicas = _query(sentinel.port, "SENTINEL", "REPLICAS", self.service)
-        ok = [r for r in replicas if "s_down" not in str(r.get("flags", ""))
-              and r.get("master-link-status") == "ok"]
-        return (len(ok) >= len(self.replicas)
-                and int(master.get("num-other-sentinels", 0)) >= len(self.sentinels) - 1)
-
-    def master_address(self) -> tuple[str, int]:
-        """The master's address according to the first Sentinel that answers."""
-        for sentinel in self.sentinels:
-            try:
-                host, port = _query(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
-                                    self.service)
-            except OSError:
-                continue
-            return str(host), int(port)
-        raise RuntimeError("no Sentinel answered")
-
-    def node_at(self, port: int) -> RedisServer:
-        return next(n for n in self.data_nodes if n.port == port)
-
-    def cleanup(self) -> None:
-        for server in [*self.sentinels, *self.replicas, self.master]:
-            server.cleanup()
-
-    def __enter__(self) -> SentinelSetup:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-
 class ClusterSetup:
     """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each; a low
     node timeout so that a failover takes seconds."""
@@ -295,10 +175,10 @@ class ClusterSetup:
                     raise ValueError("replicas need 3 primaries or more here")
                 width = 16384 / self.primaries
                 for i, node in enumerate(self.nodes):
-                    _query(node.port, "CLUSTER", "ADDSLOTSRANGE", str(int(i * width)),
+                    query(node.port, "CLUSTER", "ADDSLOTSRANGE", str(int(i * width)),
                            str(int((i + 1) * width) - 1))
                     if i:
-                        _query(self.nodes[0].port, "CLUSTER", "MEET", "127.0.0.1",
+                        query(self.nodes[0].port, "CLUSTER", "MEET", "127.0.0.1",
                                str(node.port))
             else:
                 cli = shutil.which("redis-cli")
@@ -319,16 +199,16 @@ class ClusterSetup:
     def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Until every live node says cluster_state:ok and they agree on the primaries."""
         def agreed() -> bool:
-            if not all("cluster_state:ok" in str(_query(n.port, "CLUSTER", "INFO"))
+            if not all("cluster_state:ok" in str(query(n.port, "CLUSTER", "INFO"))
                        for n in self.alive()):
                 return False
             return len({tuple(sorted(self.primary_ports(n))) for n in self.alive()}) == 1
-        _wait(agreed, time.monotonic() + timeout_s, "cluster_state:ok on every node")
+        wait_until(agreed, time.monotonic() + timeout_s, "cluster_state:ok on every node")
 
     @staticmethod
     def primary_ports(node: RedisServer) -> list[int]:
         ports = []
-        for line in str(_query(node.port, "CLUSTER", "NODES")).splitlines():
+        for line in str(query(node.port, "CLUSTER", "NODES")).splitlines():
             fields = line.split()
             if "master" in fields[2] and "fail" not in fields[2]:
                 ports.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
@@ -337,75 +217,21 @@ class ClusterSetup:
     def primary_for(self, key: str) -> RedisServer:
         """The node that is the primary of ``key``'s slot now (as a live node sees it)."""
         port = self.alive()[0].port
-        slot = int(_query(port, "CLUSTER", "KEYSLOT", key))
-        for start, end, primary, *_ in _query(port, "CLUSTER", "SLOTS"):
+        slot = int(query(port, "CLUSTER", "KEYSLOT", key))
+        for start, end, primary, *_ in query(port, "CLUSTER", "SLOTS"):
             if int(start) <= slot <= int(end):
                 return next(n for n in self.nodes if n.port == int(primary[1]))
         raise LookupError(f"no primary serves slot {slot}")
 
     def primary_nodes(self) -> list[RedisServer]:
-        return [n for n in self.alive() if str(_query(n.port, "ROLE")[0]) == "master"]
+        return [n for n in self.alive() if str(query(n.port, "ROLE")[0]) == "master"]
 
     def flushall(self) -> None:
         """FLUSHALL on every primary (a careless deploy script, cluster-wide)."""
         for node in self.primary_nodes():
-            _query(node.port, "FLUSHALL")
+            query(node.port, "FLUSHALL")
 
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
 
-
-def _wait(predicate: Any, deadline: float, what: str) -> None:
-    while True:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _query(port: int, *command: str) -> Any:
-    """One command over a fresh socket (no client library: this module has no dependency).
-
-    Replies are decoded to str; INFO becomes a dict, and so does a flat list of field/value
-    pairs in a list (SENTINEL MASTER, SENTINEL REPLICAS)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
-        payload = f"*{len(command)}\r\n" + "".join(
-            f"${len(part.encode())}\r\n{part}\r\n" for part in command)
-        s.sendall(payload.encode())
-        reply = _read_reply(s.makefile("rb"))
-    if command[0].upper() == "INFO":
-        return dict(line.split(":", 1) for line in str(reply).splitlines() if ":" in line)
-    if command[:2] == ("SENTINEL", "MASTER"):
-        return _pairs(reply)
-    if command[:2] == ("SENTINEL", "REPLICAS"):
-        return [_pairs(r) for r in reply]
-    return reply
-
-
-def _pairs(flat: list[Any]) -> dict[str, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _read_reply(f: Any) -> Any:
-    line: bytes = f.readline()
-    if not line:
-        raise ConnectionError("connection closed")
-    kind, rest = line[:1], line[1:-2].decode()
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        raise RuntimeError(rest)
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2].decode()
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read_reply(f) for _ in range(n)]
-    raise RuntimeError(f"unexpected reply {line!r}")

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from aiojobs_redis import Queue, TaskCall, Worker, spread_queue_names, task
-from aiojobs_redis._redis_server import ClusterSetup, RedisServer, _query
+from aiojobs_redis._redis_server import ClusterSetup, RedisServer
+from aiojobs_redis._redis_wire import query
 
 
 @task(name="bench.noop")
@@ -38,7 +39,7 @@ async def _worker_main(url: str, names: list[str], concurrency: int) -> None:
 
 
 def _reads(ports: list[int]) -> int:
-    return sum(int(_query(p, "INFO", "stats")["total_reads_processed"]) for p in ports)
+    return sum(int(query(p, "INFO", "stats")["total_reads_processed"]) for p in ports)
 
 
 async def _prefill(url: str, names: list[str], n: int) -> None:

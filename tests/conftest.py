@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiojobs_redis import Queue, Retention
-from aiojobs_redis._redis_server import RedisServer, SentinelSetup
+from aiojobs_redis._redis_sentinel import SentinelSetup
+from aiojobs_redis._redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

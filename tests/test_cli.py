@@ -679,7 +679,7 @@ def test_reload_child_gets_every_worker_option() -> None:
     """The --reload parent runs the worker with the options it was given: every option of
     the worker command (a new one too) must be passed on, or this fails."""
     from aiojobs_redis.cli.main import build_parser
-    from aiojobs_redis.cli.worker import child_argv
+    from aiojobs_redis.cli.reload import child_argv
 
     given = ["--url", "redis://h:1/2", "--log-level", "debug", "--log-format", "json",
              "--no-uvloop", "worker", "m:w", "--reload", "--reload-dir", "d", "--burst",

@@ -27,7 +27,7 @@ from aiojobs_redis import (
     Worker,
     task,
 )
-from aiojobs_redis._redis_server import SentinelSetup
+from aiojobs_redis._redis_sentinel import SentinelSetup
 from aiojobs_redis.connection import (
     BLOCKING_SOCKET_TIMEOUT_S,
     SENTINEL_SOCKET_TIMEOUT_S,

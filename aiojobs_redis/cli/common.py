@@ -1,4 +1,4 @@
-"""What the commands share: exit codes, the Redis URL option, help text.
+"""What the commands share: exit codes, the Redis URL option, help text, long text cut.
 
 A command reports a user error with ``raise SystemExit("what went wrong")``: the
 command prints it as one line ``aiojobs-redis: ...`` and exits with EXIT_USAGE."""
@@ -71,6 +71,14 @@ def redact(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
+
+
+def cut(text: str, cap: int) -> str:
+    """``text`` cut at ``cap`` characters, saying how many more there are (``--json``
+    prints the whole of a job's record)."""
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}… [{len(text) - cap} more characters: use --json]"
 
 
 def fail(code: int, message: str) -> int:

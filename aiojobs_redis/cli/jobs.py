@@ -8,18 +8,12 @@ a waiting or delayed job (it never runs) or asks the worker of an active one to 
 it; ``jobs change`` gives a waiting or delayed job a new ``--priority`` and/or
 ``--delay``; ``jobs remove`` deletes a job that is not active. An unknown job id, or a
 job whose state refuses the operation, exits with 1.
-
-``aiojobs-redis enqueue TASK --queue NAME`` adds a job of a task by its name, with
-arguments given as JSON; it prints the job's id. The worker that runs it checks the
-arguments against the function.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import json
-import logging
 import socket
 import unicodedata
 from collections.abc import Iterator
@@ -32,35 +26,31 @@ from ..options import JobOptions
 from ..producer.job import JobInfo, JobLogLine
 from ..producer.job_ids import check_job_id
 from ..producer.queue import Queue
-from ..producer.task import TaskCall
 from ..states import JobState
-from . import redrive
+from . import enqueue, redrive
 from .common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     add_url_option,
+    cut,
     fail,
     plain,
     queue_exists,
     redis_url,
 )
 
-log = logging.getLogger("aiojobs_redis.cli")
-
 #: characters of JSON shown for arguments, progress and result in text output
 VALUE_CAP: Final = 2000
 #: characters of an error message or traceback shown in text output
 TEXT_CAP: Final = 20_000
-MAX_TASK_NAME: Final = 200  # a Task's name is 1..200 characters
 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``jobs``, ``enqueue`` and ``redrive`` to ``aiojobs-redis`` (an argparse
     subparsers object)."""
-    jobs_doc = (__doc__ or "").split("\n\n``aiojobs-redis enqueue")[0]
     p = subparsers.add_parser("jobs", help="show, retry, cancel, change or remove one job by"
                                            " its id",
-                              description=plain(jobs_doc))
+                              description=plain(__doc__))
     sub = p.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -103,29 +93,7 @@ def add_parser(subparsers: Any) -> None:
                    help="run it no earlier than SECONDS from now (0: now)")
     q.set_defaults(func=cmd_change)
 
-    p = subparsers.add_parser(
-        "enqueue", help="enqueue a job of a task by name; prints the job id",
-        description="Enqueue one job of TASK (a task's name, as @task(name=...) gives it)\n"
-                    "and print its id. Arguments are JSON; the worker that runs the job\n"
-                    "checks them against the function. Bad JSON exits with 2.")
-    p.add_argument("task_name", metavar="TASK", help="the task's name")
-    p.add_argument("--queue", required=True, metavar="NAME")
-    p.add_argument("--args", metavar="JSON", default="[]",
-                   help="positional arguments, a JSON array (default: [])")
-    p.add_argument("--kwargs", metavar="JSON", default="{}",
-                   help="keyword arguments, a JSON object (default: {})")
-    p.add_argument("--job-id", metavar="ID",
-                   help="the job's id (default: a new unique one); when a job of that id"
-                        " exists, nothing is enqueued and its id is printed")
-    p.add_argument("--delay", type=float, metavar="SECONDS", help="run it after this delay")
-    p.add_argument("--priority", type=int, metavar="N",
-                   help="-1000..1000, higher runs first (default: 0)")
-    p.add_argument("--attempts", type=int, metavar="N",
-                   help="run it at most N times (default: 1; the task's own @task(attempts=)"
-                        " is not known here)")
-    add_url_option(p)
-    p.set_defaults(func=cmd_enqueue)
-
+    enqueue.add_parser(subparsers)  # aiojobs-redis enqueue TASK --queue NAME
     redrive.add_parser(subparsers)  # aiojobs-redis redrive --queue DEAD (a dead-letter queue)
 
 
@@ -151,16 +119,7 @@ def printable(text: str) -> str:
 def value_text(value: Any, cap: int = VALUE_CAP) -> str:
     """A decoded value (arguments, progress, result) as one line of JSON, cut at ``cap``
     characters."""
-    text = json_line(value)
-    if len(text) <= cap:
-        return text
-    return f"{text[:cap]}… [{len(text) - cap} more characters: use --json]"
-
-
-def _cut(text: str, cap: int = TEXT_CAP) -> str:
-    if len(text) <= cap:
-        return text
-    return f"{text[:cap]}… [{len(text) - cap} more characters: use --json]"
+    return cut(json_line(value), cap)
 
 
 def _when(value: datetime | None) -> str | None:
@@ -219,10 +178,10 @@ def info_lines(info: JobInfo, logs: list[JobLogLine] | None = None) -> Iterator[
     if info.result is not None:
         yield row("result", value_text(info.result))
     if info.error:
-        yield row("error", _cut(info.error))
+        yield row("error", cut(info.error, TEXT_CAP))
     if info.traceback:
         yield "traceback:"
-        for line in printable(_cut(info.traceback)).splitlines():
+        for line in printable(cut(info.traceback, TEXT_CAP)).splitlines():
             yield "  " + line
     if logs:
         yield "logs:"
@@ -354,59 +313,3 @@ async def cmd_change(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- enqueue
-
-
-def _json_type(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return "a number"
-    return "a string" if isinstance(value, str) else "an object" if isinstance(
-        value, dict) else "an array"
-
-
-def _json_option(name: str, text: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
-    what = "a JSON array" if kind is list else "a JSON object"
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise SystemExit(f"{name} must be {what}: {e} in {_cut(text, 200)!r}") from None
-    if not isinstance(value, kind):
-        raise SystemExit(f"{name} must be {what}, not {_json_type(value)}: {_cut(text, 200)!r}")
-    return value
-
-
-def enqueue_call(args: argparse.Namespace) -> TaskCall[Any]:
-    """The job to enqueue, checked before anything connects."""
-    name: str = args.task_name
-    if not name or len(name) > MAX_TASK_NAME:
-        raise SystemExit(f"a task name has 1 to {MAX_TASK_NAME} characters, got {name!r}")
-    positional = _json_option("--args", args.args, list)
-    keywords = _json_option("--kwargs", args.kwargs, dict)
-    if args.job_id is not None:
-        try:
-            check_job_id(args.job_id, enqueue=True)
-        except InvalidJobId as e:
-            raise SystemExit(f"--job-id: {e}") from None
-    for flag, option, value in (("--delay", "delay_s", args.delay),
-                                ("--priority", "priority", args.priority),
-                                ("--attempts", "attempts", args.attempts)):
-        try:
-            JobOptions(**{option: value})
-        except ConfigurationError as e:
-            raise SystemExit(f"{flag}: {e}") from None
-    options = JobOptions(job_id=args.job_id, delay_s=args.delay, priority=args.priority,
-                         attempts=args.attempts)
-    # TaskCall, not Queue.enqueue(name, ...): a keyword argument named "options" stays one
-    return TaskCall(name, tuple(positional), keywords, options)
-
-
-async def cmd_enqueue(args: argparse.Namespace) -> int:
-    call = enqueue_call(args)
-    async with Queue.from_url(redis_url(args), name=args.queue) as queue:
-        [job] = await queue.enqueue_many([call])
-    if job.existed:
-        log.warning("queue %s: a job with id %r exists already; nothing was enqueued",
-                    args.queue, job.id)
-    print(job.id)
-    return EXIT_OK
