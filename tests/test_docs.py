@@ -35,7 +35,7 @@ import pytest
 
 from aiojobs_redis._redis_server import RedisServer
 from aiojobs_redis.keys import keys_markdown
-from aiojobs_redis.scripts import commands_markdown, scripts_markdown
+from aiojobs_redis.scripts.docs import commands_markdown, scripts_markdown
 
 from . import reference_docs
 

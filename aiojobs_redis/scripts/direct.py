@@ -16,6 +16,7 @@ see ``Queue._add_rows``); a call made while the line is busy goes through the cl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -63,13 +64,42 @@ class DirectLine:
         """EVALSHA ``script``; NOSCRIPT loads every script and sends it again."""
         if self._busy:
             return await script(self._client, keys, args)
-        self._busy = True
         try:
-            try:
-                return await self._send(script, keys, args)
-            except NoScriptError:
+            [reply] = await self.send([(script, keys, args)])
+            if isinstance(reply, NoScriptError):
                 await load_all(self._client)
-                return await self._send(script, keys, args)
+                [reply] = await self.send([(script, keys, args)])
+        finally:
+            self._busy = False
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def send(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each call, all in one round trip; the replies in order, an error reply
+        as its exception (not raised: the caller settles NOSCRIPT and the rest). Leaves
+        the line busy: the caller sets ``_busy`` back (see :meth:`call`) or uses
+        :meth:`execute`."""
+        self._busy = True
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = cast(AbstractConnection,
+                                     await self._client.connection_pool.get_connection())
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args)
+                    for script, keys, args in calls]
+        packed = (b"".join(hiredis.pack_command(c) for c in commands) if self.use_hiredis
+                  else None)
+        replies: list[Any] = await conn.retry.call_with_retry(
+            lambda: self._attempt(conn, commands, packed), lambda _error: self._drop(conn))
+        return replies
+
+    async def execute(self, calls: Sequence[tuple[Script, list[str], list[Any]]]
+                      ) -> list[Any] | None:
+        """:meth:`send` when the line is free (None when it is busy: use the client)."""
+        if self._busy:
+            return None
+        try:
+            return await self.send(calls)
         finally:
             self._busy = False
 
@@ -79,27 +109,23 @@ class DirectLine:
         if conn is not None and not self._busy:
             await self._client.connection_pool.release(conn)
 
-    async def _send(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = cast(AbstractConnection,
-                                     await self._client.connection_pool.get_connection())
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        packed = hiredis.pack_command(command) if self.use_hiredis else None
-        return await conn.retry.call_with_retry(
-            lambda: self._attempt(conn, command, packed), lambda _error: self._drop(conn))
-
-    async def _attempt(self, conn: AbstractConnection, command: tuple[Any, ...],
-                       packed: bytes | None) -> Any:
+    async def _attempt(self, conn: AbstractConnection, commands: list[tuple[Any, ...]],
+                       packed: bytes | None) -> list[Any]:
         if not conn.is_connected:
             await conn.connect()  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
         try:
             stream = getattr(conn, "_reader", None)
             writer = getattr(conn, "_writer", None)
             if packed is None or writer is None or not isinstance(stream, asyncio.StreamReader):
-                # no hiredis, or a connection class of another make: its own methods
-                await conn.send_packed_command(conn.pack_command(*command), check_health=False)
-                return await conn.read_response()
+                # a connection class of another make: its own methods
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as e:  # read whole: the next reply follows
+                        replies.append(e)
+                return replies
             reader = self._reader
             if reader is None or stream is not self._stream:  # a new socket: a new reader
                 reader = self._reader = hiredis.Reader(protocolError=InvalidResponse,
@@ -107,21 +133,24 @@ class DirectLine:
                 self._stream = stream
             writer.write(packed)
             await writer.drain()
-            reply = reader.gets()
-            while reply is False:
-                data = await stream.read(_READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                reader.feed(data)
+            while len(replies) < len(commands):
                 reply = reader.gets()
+                if reply is False:
+                    data = await stream.read(_READ_SIZE)
+                    if not data:
+                        raise RedisConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                else:
+                    replies.append(reply)
+        except OSError as e:  # a reset socket: as redis-py says it, so that it is retried
+            await self._drop(conn)
+            raise RedisConnectionError(f"Error while talking to Redis: {e}") from e
         except BaseException:
             # a call cut short (an error, a cancellation) may leave its reply in the socket:
             # the next call must not read it, so the connection is closed
             await self._drop(conn)
             raise
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
+        return replies
 
     async def _drop(self, conn: AbstractConnection) -> None:
         self._reader = None

@@ -27,6 +27,7 @@ from ..options import Retention
 from ..producer.dead_letter import move_to_dead_letter
 from ..producer.queue import Queue
 from ..scripts import SCRIPTS, Batch
+from ..scripts.direct import DirectLine
 from .context import JobContext
 from .execution import CANCELLED, NO_RETRY, PLAIN, WAIT, FetchedJob, Outcome
 
@@ -137,10 +138,21 @@ class Lane:
         # jobs that expired before a fetch took them obey the failed-job retention
         self._expired_keep = _retention_args(queue.retention, ok=False)
         self._unreplicated = False
+        # the round trips go on a connection of the client's pool of their own, past
+        # redis-py's per-call layers (a plain client, no replicas to wait for)
+        self._line = (DirectLine(queue.client)
+                      if not queue.replicas and DirectLine.suits(queue.client) else None)
 
     # ---------------------------------------------------------------- the loop
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._line is not None:
+                await self._line.close()
+
+    async def _loop(self) -> None:
         worker = self.worker
         while True:
             want = 0
@@ -200,7 +212,7 @@ class Lane:
         else:
             trip = self._build(want)
         try:
-            results = await trip.batch.execute(q.client)
+            results = await trip.batch.execute(q.client, self._line)
         except BaseException:
             self._unsent = trip  # its fetch keeps the slots it reserved
             raise

@@ -19,7 +19,7 @@ from aiojobs_redis import (
     task,
 )
 from aiojobs_redis._redis_server import RedisServer
-from aiojobs_redis.scripts import script_commands
+from aiojobs_redis.scripts.docs import script_commands
 
 from ..conftest import hang, wait_until
 
@@ -74,7 +74,7 @@ async def test_least_privilege_user_runs_producer_and_worker(
         async with Queue.from_url(url, name=queue_name) as queue:
             jobs = await queue.enqueue_many([double.call(i) for i in range(10)])
             bad = await queue.enqueue(double, -1)
-            steps = await queue.enqueue_flow(chain(double.call(1), double.call(), double.call()))
+            steps = await queue.enqueue_flow(chain(double.call(1), double.fed(), double.fed()))
             await queue.pause()
             await queue.resume()
             worker = Worker(queue, tasks=[double], concurrency=4)
