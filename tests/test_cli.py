@@ -683,15 +683,15 @@ def test_reload_child_gets_every_worker_option() -> None:
 
     given = ["--url", "redis://h:1/2", "--log-level", "debug", "--log-format", "json",
              "--no-uvloop", "worker", "m:w", "--reload", "--reload-dir", "d", "--burst",
-             "--concurrency", "7", "--queue", "a", "--queue", "b"]
+             "--concurrency", "7", "--queue", "a", "--queue", "b", "--processes", "3"]
     args = build_parser().parse_args(given)
     child = child_argv(args)
     assert child[:3] == [sys.executable, "-m", "aiojobs_redis"]
     again = build_parser().parse_args(child[3:])
-    expected = {k: v for k, v in vars(args).items() if k not in ("reload", "reload_dir")}
-    assert {k: v for k, v in vars(again).items()
-            if k not in ("reload", "reload_dir")} == expected
-    assert not again.reload and again.reload_dir is None
+    parent_only = ("reload", "reload_dir", "processes")
+    expected = {k: v for k, v in vars(args).items() if k not in parent_only}
+    assert {k: v for k, v in vars(again).items() if k not in parent_only} == expected
+    assert not again.reload and again.reload_dir is None and again.processes == 1
     # the check above sees every option only if `given` sets each one
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -26,8 +26,9 @@ RELOAD_FD_ENV = "AJR_RELOAD_FD"
 
 
 def child_argv(args: argparse.Namespace) -> list[str]:
-    """The command a --reload parent runs as its worker: the same options, without
-    --reload and --reload-dir (tests/test_cli.py checks that every option is passed)."""
+    """The command a --reload (or --processes) parent runs as its worker: the same
+    options, without --reload, --reload-dir and --processes (tests/test_cli.py checks that
+    every option is passed)."""
     argv = [sys.executable, "-m", "aiojobs_redis", "worker", args.target,
             "--log-level", args.log_level, "--log-format", args.log_format]
     if args.no_uvloop:
@@ -70,7 +71,7 @@ def _describe(changes: set[tuple[Any, str]]) -> str:
     return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
-def _exit_text(code: int) -> str:
+def exit_text(code: int) -> str:
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -180,13 +181,13 @@ class Reloader:
             changed = await self.wait_for_change(exited, watcher)
             if changed is None:  # stopped by a signal: the worker was sent SIGTERM
                 code = await exited
-                log.info("--reload: the worker %s; stopping", _exit_text(code))
+                log.info("--reload: the worker %s; stopping", exit_text(code))
                 if code == -signal.SIGTERM:  # ours came before it could handle it
                     return 0
                 return code if code >= 0 else 128 - code
             if exited.done():
                 log.warning("--reload: the worker %s; it starts again when a watched .py"
-                            " file changes", _exit_text(exited.result()))
+                            " file changes", exit_text(exited.result()))
                 if not changed:
                     changed = await self.wait_for_change(None, watcher)
                     if changed is None:

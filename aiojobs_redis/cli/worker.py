@@ -16,6 +16,10 @@ jobs finish or are handed back, then a new process that imports the code afresh.
 that exits (a syntax error, say) is started again at the next change. SIGTERM or Ctrl-C
 stops the worker gracefully, then the command; a second one stops the worker at once.
 Needs the reload extra: pip install 'aiojobs_redis[reload]'.
+
+--processes N runs N worker processes (one event loop each, sharing nothing but Redis)
+to use N cores: the command forwards SIGTERM and SIGINT to all of them, starts again one
+that exits while the others run, and ends when all have ended.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..producer.queue import Queue
 from ..producer.task import Task
 from ..worker.worker import Worker
 from .common import add_url_option, check_url, plain, redact
+from .processes import MAX_PROCESSES, run_processes
 from .reload import RELOAD_FD_ENV, run_reloader, stop_when_parent_is_gone
 
 
@@ -159,6 +164,10 @@ def with_overrides(worker: Worker, *, queues: list[str] | None,
 
 
 async def _cmd_worker(args: argparse.Namespace) -> int:
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        raise SystemExit(f"--processes must be 1..{MAX_PROCESSES}, got {args.processes}")
+    if args.processes > 1:
+        return await run_processes(args)
     if args.reload:
         return await run_reloader(args)
     if args.reload_dir:
@@ -198,6 +207,9 @@ def add_parser(sub: Any) -> None:
                    help="stop when no job is waiting, delayed or running")
     p.add_argument("--concurrency", type=int, metavar="N",
                    help="at most N jobs at once (default: the Worker's own)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run N worker processes, one event loop each (default 1): to use N"
+                        " cores; each has the Worker's concurrency")
     p.add_argument("--queue", action="append", metavar="NAME",
                    help="serve only this queue of the Worker (repeat for several); a queue"
                         " it does not serve is refused")
