@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiojobs_redis import JobState, Queue, TaskCall, Worker, current_job, task
 
 from .conftest import wait_until
+from .invariants import check_invariants
 from .test_worker import running
 
 RUNS: Counter[str] = Counter()
@@ -45,6 +46,7 @@ async def test_a_redis_pause_of_most_of_a_lease_runs_nothing_twice(
     stalls = [(await j.info()).stalls for j in jobs]
     assert not twice, f"{len(twice)} of {len(jobs)} jobs ran twice: {twice[:5]}"
     assert sum(stalls) == 0
+    await check_invariants(client, queue.keys)  # both workers have stopped
 
 
 async def _active(queue: Queue, n: int) -> bool:

@@ -15,6 +15,7 @@ from aiojobs_redis.ops import metrics
 from aiojobs_redis.scripts import SCRIPTS
 
 from .conftest import wait_until
+from .invariants import check_invariants
 from .replay_proxy import ReplyLosingProxy
 
 RUNS: Counter[str] = Counter()
@@ -54,6 +55,7 @@ async def test_worker_round_trip_replayed_after_a_lost_reply(
     assert all(i.state is JobState.COMPLETED and i.stalls == 0 for i in infos)
     snap = await metrics.snapshot(queue)
     assert snap.totals["completed"] == 300, "the metrics batch was counted once"
+    await check_invariants(queue.client, queue.keys)  # the burst worker has returned
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean-path", "pipeline"])
@@ -79,6 +81,7 @@ async def test_an_enqueue_sent_again_does_not_bring_back_a_job_that_ran(
         job = await sending
         assert not job.existed and await queue.job_info(job.id) is None, "it ran and is gone"
         assert (await queue.counts())[JobState.WAITING] == 0, "nothing came back"
+        await check_invariants(queue.client, queue.keys)
     finally:
         await via_proxy.close()
         await keep_none.close()
@@ -98,6 +101,7 @@ async def test_fetch_sent_again_hands_out_the_same_jobs(queue: Queue) -> None:
     assert (await queue.counts())[JobState.WAITING] == 2, "no other job was taken"
     _, rest = await direct.fetch(queue, 5)
     assert len(rest) == 2
+    await check_invariants(queue.client, queue.keys)
 
 
 async def test_producer_calls_sent_again_answer_as_the_first_time(
@@ -126,5 +130,6 @@ async def test_producer_calls_sent_again_answer_as_the_first_time(
         proxy.lose_reply_to(SCRIPTS["retry_jobs"].sha.encode())
         await via_proxy.job("f").retry()
         assert proxy.lost == 4 and (await queue.job("f").info()).state is JobState.WAITING
+        await check_invariants(queue.client, queue.keys)
     finally:
         await via_proxy.close()

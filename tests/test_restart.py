@@ -9,6 +9,8 @@ import time
 from aiojobs_redis import Queue, TaskCall
 from aiojobs_redis._redis_server import RedisServer
 
+from .invariants import check_invariants
+
 
 async def test_an_enqueue_outlasts_a_restart_of_two_seconds() -> None:
     with RedisServer(appendonly=True, appendfsync="always") as server:
@@ -25,6 +27,7 @@ async def test_an_enqueue_outlasts_a_restart_of_two_seconds() -> None:
                 assert time.monotonic() - started < 3
                 assert await job.info()
             assert sum((await q.counts()).values()) == 4
+            await check_invariants(q.client, q.keys)
 
 
 async def test_a_call_gives_up_once_its_budget_is_spent() -> None:

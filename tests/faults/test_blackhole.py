@@ -13,6 +13,7 @@ from aiojobs_redis import JobState, Queue
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history, count_runs
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -66,6 +67,7 @@ async def test_cut_off_worker_loses_the_job_and_its_late_outcome_is_refused(
     )
     completions = [f for _, f in events if f[b"e"] == b"completed" and f[b"id"] == job.id.encode()]
     assert len(completions) == 1, "exactly one recorded outcome"
+    await check_invariants(client, queue.keys)  # both workers are gone
 
 
 async def _taken_over(queue: Queue, job_id: str, first_worker: str | None) -> bool:

@@ -13,6 +13,7 @@ from aiojobs_redis import JobState, Queue
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import block_loop_once
 from .history import check_history
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -54,6 +55,7 @@ async def test_blocked_loop_job_is_recovered_and_run_again(
     assert f"faults.block_loop_once:{job.id}" in blocked
     assert info.state is JobState.COMPLETED and info.stalls == 1
     assert history.runs[job.id] == 2
+    await check_invariants(client, queue.keys)  # both workers are gone
 
 
 async def _active(queue: Queue) -> bool:

@@ -15,6 +15,7 @@ from aiojobs_redis import JobState, Queue, chord
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import collect, work
 from .history import check_history, check_released_once, count_runs
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -64,6 +65,7 @@ async def test_a_worker_sigkilled_mid_flow(redis_server: RedisServer, queue: Que
     print(f"\n{CHORDS} chords of {WIDTH}, a worker SIGKILLed with {len(active_at_kill)}"
           f" jobs active: {history.summary()}; every callback released once")
     assert history.duplicates <= active_at_kill
+    await check_invariants(client, queue.keys)  # both workers are gone
 
 
 async def _mid_job(queue: Queue, client: aioredis.Redis) -> bool:
@@ -90,6 +92,9 @@ async def test_redis_restarted_mid_flow(tmp_path: Path) -> None:
             await _check_callbacks(queue, callbacks)
             history = await check_history(queue, queue.client, children + callbacks)
             assert (await queue.counts())[JobState.BLOCKED] == 0
+            for w in workers:
+                kill(w, signal.SIGTERM)
+            await check_invariants(queue.client, queue.keys)
     finally:
         for w in workers:
             kill(w, signal.SIGTERM)

@@ -13,6 +13,7 @@ from aiojobs_redis import Queue, live_workers
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .procs import FACT_S, ROOT, SCENARIO_TIMEOUT_S, alive, kill, start_worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(SCENARIO_TIMEOUT_S)]
@@ -49,6 +50,7 @@ async def test_live_workers_and_health_probe(redis_server: RedisServer, queue: Q
         kill(proc)
     print(f"\nworker pid {proc.pid} listed while alive; after SIGKILL: {unhealthy.stdout.strip()}")
     assert unhealthy.returncode == 1 and "UNHEALTHY" in unhealthy.stdout
+    await check_invariants(queue.client, queue.keys)  # the worker is gone
 
 
 async def _none_alive(queue: Queue) -> bool:

@@ -13,6 +13,7 @@ from aiojobs_redis import JobState, Queue
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history, read_runs
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -55,6 +56,7 @@ async def test_sigkilled_worker_jobs_complete_elsewhere(
     for job_id in active_at_kill:
         info = await queue.job(job_id).info()
         assert info.stalls == 1 and info.state is JobState.COMPLETED
+    await check_invariants(client, queue.keys)  # both workers are gone
 
 
 async def _active(queue: Queue, n: int) -> bool:
@@ -85,3 +87,4 @@ async def test_sigterm_hands_jobs_back_at_once(
     for job in jobs:
         assert (await job.info()).attempts == 0
     assert "handed 3 unfinished job(s) back to waiting" in log.read_text()
+    await check_invariants(client, queue.keys)  # the worker is gone

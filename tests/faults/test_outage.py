@@ -13,6 +13,7 @@ from aiojobs_redis import Queue, RedisUnavailable
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -42,6 +43,8 @@ async def test_ten_second_outage(tmp_path: Path) -> None:
             after = await queue.enqueue_many([work.call(0.01) for _ in range(200)])
             await wait_until(lambda: _completed(queue, 400), timeout=FACT_S)
             history = await check_history(queue, queue.client, [j.id for j in before + after])
+            kill(worker, signal.SIGTERM)
+            await check_invariants(queue.client, queue.keys)
     finally:
         kill(worker, signal.SIGTERM)
         server.cleanup()

@@ -16,6 +16,7 @@ from aiojobs_redis import JobState, Queue, Retention, Worker
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history
 from .procs import FACT_S, ROOT, SCENARIO_TIMEOUT_S
@@ -66,6 +67,7 @@ async def test_producer_killed_mid_bulk(redis_server: RedisServer, queue: Queue,
         await asyncio.wait_for(Worker(drained, tasks=[work], concurrency=100).run(burst=True),
                                5 * FACT_S)
         history = await check_history(drained, client, acknowledged)
+        await check_invariants(client, drained.keys)
     print(f"\nproducer SIGKILLed after {len(acknowledged)} acknowledged jobs: {len(in_redis)} "
           f"jobs in Redis ({len(in_redis) - len(acknowledged)} of an unacknowledged chunk, "
           f"whole), 0 half-written; {history.summary()}")

@@ -13,6 +13,7 @@ from aiojobs_redis import JobState, Queue, RedisUnavailable, live_workers
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history, count_runs
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -65,6 +66,9 @@ async def test_redis_sigkill_and_restart_loses_no_acknowledged_job(tmp_path: Pat
             assert len(acknowledged) == 3000 - refused * 50
             await wait_until(lambda: _all_done(queue, len(acknowledged)), timeout=5 * FACT_S)
             history = await check_history(queue, queue.client, acknowledged)
+            for w in workers:
+                kill(w, signal.SIGTERM)
+            await check_invariants(queue.client, queue.keys)
     finally:
         for w in workers:
             kill(w, signal.SIGTERM)

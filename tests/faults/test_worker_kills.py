@@ -13,6 +13,7 @@ from aiojobs_redis import JobState, Queue, Retention
 from aiojobs_redis._redis_server import RedisServer
 
 from ..conftest import wait_until
+from ..invariants import check_invariants
 from .app import work
 from .history import check_history
 from .procs import FACT_S, SCENARIO_TIMEOUT_S, alive, kill, start_worker
@@ -49,6 +50,9 @@ async def test_repeated_sigkill_loses_nothing(redis_server: RedisServer, queue_n
             await wait_until(lambda: alive(*steady, log=log) and _completed(queue, 5000),
                              timeout=5 * FACT_S)
             history = await check_history(queue, queue.client, [j.id for j in jobs])
+            for proc in (*steady, victim):
+                kill(proc, signal.SIGTERM)
+            await check_invariants(queue.client, queue.keys)
         finally:
             for proc in (*steady, victim):
                 kill(proc, signal.SIGTERM)

@@ -1,5 +1,5 @@
 """Every script that takes a list, at the sizes that broke them: 0, 1, 7,999, 8,000 and
-(for the scripts that had the bug) 100,000 elements in ONE call.
+100,000 elements in ONE call.
 
 Lua's ``unpack()`` of about 8,000 values fails ("too many results to unpack"), and a
 script that fails after its first write leaves those writes applied. Each case checks
@@ -11,6 +11,7 @@ field and state set disagree, or ids in two sets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,6 +23,7 @@ from redis.exceptions import ResponseError
 from aiojobs_redis import JobOptions, Queue, Retention, TaskCall, codec
 from aiojobs_redis._redis_server import RedisServer
 from aiojobs_redis.ops.metrics import LAYOUT, MINUTE_SLOTS, WIDTH
+from aiojobs_redis.producer.flows import MAX_EDGES
 from aiojobs_redis.scripts import SCRIPTS, Batch
 from aiojobs_redis.worker.execution import FetchedJob
 from aiojobs_redis.worker.maintenance import recover_stalled
@@ -112,11 +114,11 @@ async def check_add_flow(q: Queue, n: int) -> None:
     assert await _counts(q) == (_only(waiting=n, blocked=1) if n else _only(waiting=1))
 
 
-async def check_add_dead_jobs(q: Queue, n: int) -> None:
+async def check_add_dead_jobs(q: Queue, n: int, log_lines: int = 100) -> None:
     """n dead jobs arrive in one call, each record a full one (100 log lines: ~220 fields,
     one bounded HSET each); with retention, the trim stays bounded too."""
     record: list[Any] = ["task", "t", "attempts", "3", "error", "ValueError: x"]
-    for i in range(1, 101):
+    for i in range(1, log_lines + 1):
         record += (f"log:{i}", "line")
     rows = [[f"d{i}", "origin", record] for i in range(n)]
     statuses = await direct.run(q, "add_dead_jobs", q.events_maxlen, -1, -1, codec.pack(rows))
@@ -275,6 +277,39 @@ CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
 }
 
 
+async def check_add_flow_big(q: Queue, n: int) -> None:
+    """add_flow at n > MAX_EDGES: a job may wait for at most MAX_EDGES jobs, so n jobs and
+    one that waits for all of them (check_add_flow's call) are refused whole, with a clear
+    error, before anything is written; the same n jobs in one call, each MAX_EDGES of them
+    waited for by a callback of their own (the bound exactly), are taken."""
+    assert n > MAX_EDGES
+    callbacks = -(-n // MAX_EDGES)
+    jobs: list[list[Any]] = []
+    for i in range(n):
+        q._job_argv(TaskCall.by_name("t", options=JobOptions(job_id=f"c{i}")), jobs, None)
+        jobs[-1] += [[], [[f"callback{i // MAX_EDGES}", "f"]]]
+
+    def callback(job_id: str, deps: range) -> list[Any]:
+        row: list[list[Any]] = []
+        q._job_argv(TaskCall.by_name("t", options=JobOptions(job_id=job_id)), row, None)
+        return [*row[0], [[f"c{i}", "f"] for i in deps], []]
+
+    events = await q.client.xlen(q.keys.events)
+    with pytest.raises(ResponseError, match=f"add_flow: job {n + 1} is not"):
+        await direct.run(q, "add_flow", q.events_maxlen,
+                         codec.pack([*jobs, callback("callback", range(n))]))
+    assert await _counts(q) == {}
+    assert await q.client.xlen(q.keys.events) == events, "no event either"
+    assert [k async for k in q.client.scan_iter(match=q.keys.base + "*")] == [], \
+        "nothing written"
+
+    rows = [*jobs, *(callback(f"callback{c}", range(c * MAX_EDGES, min(n, (c + 1) * MAX_EDGES)))
+                     for c in range(callbacks))]
+    statuses = await direct.run(q, "add_flow", q.events_maxlen, codec.pack(rows))
+    assert statuses == [1] * (n + callbacks)
+    assert await _counts(q) == _only(waiting=n, blocked=callbacks)
+
+
 #: the scripts that handle one job or schedule per call: no list to size
 SINGLE = {"promote_job", "remove_job", "update_progress", "upsert_schedule", "remove_schedule",
           "cancel_job", "change_job", "append_log"}
@@ -366,6 +401,36 @@ async def test_lists_of_100k_on_the_scripts_that_had_the_bug(big_queue: Queue) -
     assert statuses == [1 if a <= i < b and i % 2 else -3 for i in range(n)]
     assert await _counts(q) == _only(completed=a, waiting=n - a)
     await check_invariants(q.client, q.keys)
+
+
+#: the scripts test_lists_of_100k_on_the_scripts_that_had_the_bug gives 100,000 elements
+HAD_THE_BUG = {"complete_jobs", "extend_leases", "fail_jobs", "retry_jobs", "return_jobs"}
+
+#: every other script's check at 100,000 elements in one call: its check of CHECKS, but
+#: where the script bounds its input on purpose (add_flow: MAX_EDGES edges per job) the
+#: refusal too. add_dead_jobs' records are short here: full ones (test_list_sizes) would
+#: make a call of 125 MB and 15 s, which the length of the list does not need.
+BIG_CHECKS: dict[str, Callable[[Queue, int], Awaitable[None]]] = {
+    **{name: check for name, check in CHECKS.items() if name not in HAD_THE_BUG},
+    "add_dead_jobs": functools.partial(check_add_dead_jobs, log_lines=1),
+    "add_flow": check_add_flow_big,
+}
+
+
+def test_every_script_with_a_list_is_checked_at_100k() -> None:
+    assert set(CHECKS) >= HAD_THE_BUG
+    assert set(BIG_CHECKS) == set(CHECKS) - HAD_THE_BUG
+
+
+@pytest.mark.scale  # about 30 s in all on 2 cores: `-m "not scale"` leaves them out
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", sorted(BIG_CHECKS))
+async def test_lists_of_100k(big_queue: Queue, name: str) -> None:
+    """Each other script given a list of 100,000 elements in ONE call."""
+    try:
+        await BIG_CHECKS[name](big_queue, BIG)
+    finally:  # also when the call failed: did it write before failing?
+        await check_invariants(big_queue.client, big_queue.keys)
 
 
 async def test_check_invariants_finds_each_kind_of_breakage(squeue: Queue) -> None:
