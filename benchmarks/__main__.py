@@ -7,8 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .envs import ALL_LIBS
+from .envs import ALL_LIBS, MIN_REDIS
 from .model import Settings
+from .redis_server import find_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,6 +27,12 @@ def parse(argv: list[str]) -> Settings:
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     p.add_argument("--aof", choices=["everysec", "always", "no"], default=None,
                    help="run redis-server with appendonly yes and this appendfsync")
+    p.add_argument("--redis-server", default="redis-server", metavar="PATH",
+                   help="the redis-server binary the run starts (one server, shared by every"
+                        " library; default: redis-server on PATH). "
+                        + "; ".join(f"{lib} needs >= {'.'.join(map(str, v))}"
+                                    for lib, (v, _) in MIN_REDIS.items())
+                        + ": older servers skip it")
     p.add_argument("--window", type=float, default=None,
                    help="seconds of work a phase is sized for; it stops measuring after 1.5x"
                         " this (default 6)")
@@ -43,9 +50,14 @@ def parse(argv: list[str]) -> Settings:
     unknown = [x for x in libs if x not in ALL_LIBS]
     if unknown:
         p.error(f"unknown libraries: {', '.join(unknown)} (choose from {', '.join(ALL_LIBS)})")
+    try:
+        redis_server = find_binary(a.redis_server)
+    except FileNotFoundError as e:
+        p.error(f"--redis-server: {e}")
     if a.quick:
         return Settings(
             libs=("aiojobs_redis",), n=a.n or 1000, reps=a.reps or 1, aof=a.aof,
+            redis_server=redis_server,
             quick=True, json_path=a.json or RESULTS / "quick.json", png_path=a.png,
             window_s=a.window or 5.0,
             fill_max_s=10.0, warmup=False, latency_jobs=100, rate_jobs=200)
@@ -54,7 +66,8 @@ def parse(argv: list[str]) -> Settings:
         p.error("--n must be at least 100")
     json_path = a.json or RESULTS / "latest.json"
     return Settings(
-        libs=libs, n=n, reps=a.reps or 3, aof=a.aof, json_path=json_path,
+        libs=libs, n=n, reps=a.reps or 3, aof=a.aof, redis_server=redis_server,
+        json_path=json_path,
         png_path=a.png or json_path.with_suffix(".png"), window_s=a.window or 6.0,
         warmup=not a.no_warmup)
 

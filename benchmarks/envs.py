@@ -25,6 +25,9 @@ PYTHON_PEERS: dict[str, list[str]] = {
     "streaq": ["streaq", "uvloop"],
     "taskiq": ["taskiq", "taskiq-redis", "hiredis", "uvloop"],
     "bullmq_py": ["bullmq", "hiredis", "uvloop"],
+    # a Rust engine (its own Redis client) under asyncio handlers; redis-py only for
+    # QueueEvents, which the adapter does not use. 1.3 is what the adapter is written for.
+    "chasquimq": ["chasquimq>=1.3,<1.4", "uvloop"],
 }
 NODE_PEERS: dict[str, list[str]] = {"bullmq_node": ["bullmq", "ioredis"]}
 ALL_LIBS = ("aiojobs_redis", *PYTHON_PEERS, *NODE_PEERS)
@@ -36,6 +39,11 @@ LABELS = {
     "taskiq": "taskiq",
     "bullmq_py": "BullMQ (Python)",
     "bullmq_node": "BullMQ (Node)",
+    "chasquimq": "ChasquiMQ",
+}
+#: library id -> the oldest redis-server it runs on, and why (a run on an older one skips it)
+MIN_REDIS: dict[str, tuple[tuple[int, ...], str]] = {
+    "chasquimq": ((8, 6), "XADD IDMP (8.6), XREADGROUP CLAIM (8.4), XACKDEL (8.2)"),
 }
 INSTALL_TIMEOUT_S = 900.0
 
@@ -55,6 +63,17 @@ class LibEnv:
     lib: str
     command: Command | None = None
     problem: str | None = None
+
+
+def redis_problem(lib: str, redis_version: tuple[int, ...]) -> str | None:
+    """Why ``lib`` cannot run on a redis-server of this version (None: it can, or the
+    version is unknown)."""
+    need = MIN_REDIS.get(lib)
+    if need is None or not redis_version or redis_version >= need[0]:
+        return None
+    want = ".".join(map(str, need[0]))
+    have = ".".join(map(str, redis_version))
+    return f"skipped: needs redis-server >= {want} (this run: {have})"
 
 
 async def _run(argv: list[str], timeout: float, cwd: Path | None = None) -> tuple[int, str]:

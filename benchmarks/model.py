@@ -19,6 +19,7 @@ class Settings:
     n: int = 20_000
     reps: int = 3
     aof: str | None = None
+    redis_server: str = "redis-server"  # the binary every library of the run shares
     quick: bool = False
     json_path: Path = Path("benchmarks/results/latest.json")
     png_path: Path | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -75,14 +77,37 @@ class RespClient:
         self.sock.close()
 
 
+def find_binary(binary: str = "redis-server") -> str:
+    """The path of ``binary``: a name looked up on PATH, or a path (``~`` expanded)."""
+    path = shutil.which(os.path.expanduser(binary))
+    if path is None:
+        where = "is not on PATH" if os.sep not in binary else "is not an executable file"
+        raise FileNotFoundError(f"{binary} {where}")
+    return path
+
+
+def binary_version(binary: str) -> str:
+    """``redis-server --version`` of a binary, e.g. "8.6.3" ("?" when it does not say)."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    m = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return m.group(1) if m else "?"
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"8.6.3" -> (8, 6, 3); () when it is not a version."""
+    parts = re.findall(r"\d+", version)
+    return tuple(int(x) for x in parts[:3])
+
+
 class RedisServer:
     """``redis-server`` on a free loopback port in a temporary directory."""
 
     def __init__(self, *, aof: str | None = None, binary: str = "redis-server") -> None:
-        path = shutil.which(binary)
-        if path is None:
-            raise FileNotFoundError(f"{binary} is not on PATH")
-        self.binary = path
+        self.binary = find_binary(binary)
         self.aof = aof
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ajr-bench-redis-"))

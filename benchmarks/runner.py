@@ -13,7 +13,7 @@ from . import envs
 from .envs import LABELS
 from .model import PHASES, Row, Sample, Settings, aggregate
 from .phases import LibRun, run_rep, warm_up
-from .redis_server import RedisServer
+from .redis_server import RedisServer, binary_version, version_tuple
 from .report import (
     add_ratios,
     describe_machine,
@@ -79,19 +79,30 @@ async def run(settings: Settings, argv: list[str]) -> int:
     libs = list(settings.libs)
     progress.line(f"preparing {', '.join(libs)}"
                   + ("" if settings.quick else f" (environments under {envs.cache_dir()})"))
-    envs_by_lib = await envs.prepare(libs)
+    # a library that needs a newer redis-server than this run's is skipped, not installed
+    redis_version = binary_version(settings.redis_server)
+    too_old = {lib: problem for lib in libs
+               if (problem := envs.redis_problem(lib, version_tuple(redis_version)))}
+    for lib in too_old:
+        progress.line(f"{LABELS.get(lib, lib)}: needs {envs.MIN_REDIS[lib][1]}; this run's"
+                      f" {settings.redis_server} is {redis_version}: pass --redis-server PATH"
+                      " to run it")
+    prepared = await envs.prepare([lib for lib in libs if lib not in too_old])
+    envs_by_lib = {lib: prepared.get(lib) or envs.LibEnv(lib, problem=too_old[lib])
+                   for lib in libs}
     libraries: dict[str, dict[str, object]] = {}
     for lib, env in envs_by_lib.items():
         libraries[lib] = {"label": LABELS.get(lib, lib), "version": "", "problem": env.problem}
-        if env.problem:
+        if env.problem and lib not in too_old:
             progress.line(f"{LABELS.get(lib, lib)}: {env.problem}")
 
-    server = RedisServer(aof=settings.aof)
+    server = RedisServer(aof=settings.aof, binary=settings.redis_server)
     server.start()
     logdir = Path(tempfile.mkdtemp(prefix="ajr-bench-logs-"))
     samples: list[Sample] = []
     try:
         machine = describe_machine(server.version(), settings.aof)
+        machine["redis_server"] = server.binary
         progress.line(f"redis-server {machine['redis']} on {server.url} ({machine['cpu']},"
                       f" {machine['cores']} cores); adapter logs in {logdir}")
         runs = [LibRun(lib, env.command, settings, server, logdir)
