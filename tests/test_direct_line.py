@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from aiojobs_redis import JobState, Queue, RedisError, RedisOutOfMemory, task
 from aiojobs_redis.connection import client_from_url
-from aiojobs_redis.scripts.direct import DirectLine
+from aiojobs_redis.scripts.direct import BUSY, DirectLine
 from tests.conftest import wait_until
 
 
@@ -21,12 +21,13 @@ async def noop(i: int) -> int:
     return i
 
 
-@pytest.fixture(params=["hiredis", "redis-py"])
+@pytest.fixture(params=["hiredis", "redis-py", "resp2"])
 async def lean(request: pytest.FixtureRequest, redis_url: str,
                queue_name: str) -> AsyncIterator[Queue]:
-    """A queue on a client as ``Queue.from_url`` makes it, its line packing and parsing
-    with hiredis or with the connection's own methods."""
-    async with Queue(client_from_url(redis_url), name=queue_name) as q:
+    """A queue on a client as ``Queue.from_url`` makes it (RESP3 with redis-py 8; or RESP2),
+    its line packing and parsing with hiredis or with the connection's own methods."""
+    protocol = {"protocol": 2} if request.param == "resp2" else {}
+    async with Queue(client_from_url(redis_url, **protocol), name=queue_name) as q:
         assert q._line is not None
         if request.param == "redis-py":
             q._line.use_hiredis = False
@@ -121,7 +122,8 @@ async def test_close_gives_the_connection_back(redis_url: str, queue_name: str) 
 def test_only_plain_clients_take_the_line(redis_url: str) -> None:
     assert DirectLine.suits(client_from_url(redis_url))
     assert not DirectLine.suits(aioredis.Redis.from_url(redis_url, single_connection_client=True))
-    assert not DirectLine.suits(aioredis.Redis.from_url(redis_url, protocol=3))
+    assert DirectLine.suits(aioredis.Redis.from_url(redis_url, protocol=2))
+    assert DirectLine.suits(aioredis.Redis.from_url(redis_url, protocol=3))
     assert Queue(client_from_url(redis_url), name="x", replicas=1)._line is None
 
 
@@ -129,3 +131,28 @@ def _url(queue: Queue) -> str:
     assert isinstance(queue.client, aioredis.Redis)
     kwargs = queue.client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}"
+
+
+async def test_a_blocking_wait_cut_short_leaves_the_line_in_step(redis_url: str) -> None:
+    """The idle wait (BZPOPMIN) goes on a line too: a wait cancelled while Redis holds it
+    must not hand the next command the member it pops later."""
+    client = client_from_url(redis_url)
+    line = DirectLine(client)
+    key = "ajr:{direct-block}:marker"
+    try:
+        waiting = asyncio.create_task(line.command("BZPOPMIN", key, 5))
+        await wait_until(lambda: line._busy)
+        assert await line.command("PING") is BUSY  # one command at a time: the client's turn
+        await asyncio.sleep(0.02)  # the wait is written and held by Redis
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await client.zadd(key, {"first": 1})
+        popped = await line.command("BZPOPMIN", key, 1)
+        assert popped[:2] == [key.encode(), b"first"]  # the score: 1.0 (RESP3) or b"1"
+        await client.zadd(key, {"second": 2})
+        assert await line.command("ZRANGE", key, 0, -1) == [b"second"]
+    finally:
+        await line.close()
+        await client.delete(key)
+        await client.aclose()

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - redis-py moved it: plain errors
     _parse_error = ResponseError
 
 _READ_SIZE = 65536
+BUSY: Any = object()  # DirectLine.command's answer when the line is taken
 
 
 class DirectLine:
@@ -54,11 +55,12 @@ class DirectLine:
     @staticmethod
     def suits(client: Any) -> bool:
         """True for a plain ``redis.asyncio.Redis`` on a pool (not a cluster client, not a
-        single-connection client), speaking RESP2."""
+        single-connection client). RESP2 or RESP3 (redis-py 8's default): hiredis reads
+        both, and the replies of scripts and of BZPOPMIN are the ones redis-py gives."""
         if type(client) is not Redis or client.single_connection_client:
             return False
         kwargs = client.connection_pool.connection_kwargs
-        return kwargs.get("protocol") in (None, 2, "2")
+        return kwargs.get("protocol") in (None, 2, "2", 3, "3")
 
     async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA ``script``; NOSCRIPT loads every script and sends it again."""
@@ -75,18 +77,34 @@ class DirectLine:
             raise reply
         return reply
 
+    async def command(self, *args: Any) -> Any:
+        """One Redis command (a blocking one, such as BZPOPMIN, included: a wait cut short
+        closes the connection); :data:`BUSY` when the line is taken: use the client."""
+        if self._busy:
+            return BUSY
+        self._busy = True
+        try:
+            [reply] = await self._send_commands([args])
+        finally:
+            self._busy = False
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
     async def send(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         """EVALSHA each call, all in one round trip; the replies in order, an error reply
         as its exception (not raised: the caller settles NOSCRIPT and the rest). Leaves
         the line busy: the caller sets ``_busy`` back (see :meth:`call`) or uses
         :meth:`execute`."""
         self._busy = True
+        return await self._send_commands([("EVALSHA", script.sha, len(keys), *keys, *args)
+                                          for script, keys, args in calls])
+
+    async def _send_commands(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         conn = self._conn
         if conn is None:
             conn = self._conn = cast(AbstractConnection,
                                      await self._client.connection_pool.get_connection())
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args)
-                    for script, keys, args in calls]
         packed = (b"".join(hiredis.pack_command(c) for c in commands) if self.use_hiredis
                   else None)
         replies: list[Any] = await conn.retry.call_with_retry(

@@ -27,7 +27,7 @@ from ..options import Retention
 from ..producer.dead_letter import move_to_dead_letter
 from ..producer.queue import Queue
 from ..scripts import SCRIPTS, Batch
-from ..scripts.direct import DirectLine
+from ..scripts.direct import BUSY, DirectLine
 from .context import JobContext
 from .execution import CANCELLED, NO_RETRY, PLAIN, WAIT, FetchedJob, Outcome
 
@@ -142,6 +142,7 @@ class Lane:
         # redis-py's per-call layers (a plain client, no replicas to wait for)
         self._line = (DirectLine(queue.client)
                       if not queue.replicas and DirectLine.suits(queue.client) else None)
+        self._block_line: DirectLine | None = None  # the idle wait's, on the blocking pool
 
     # ---------------------------------------------------------------- the loop
 
@@ -149,8 +150,9 @@ class Lane:
         try:
             await self._loop()
         finally:
-            if self._line is not None:
-                await self._line.close()
+            for line in (self._line, self._block_line):
+                if line is not None:
+                    await line.close()
 
     async def _loop(self) -> None:
         worker = self.worker
@@ -494,8 +496,12 @@ class Lane:
             timeout = due_s + _TIMEOUT_SLACK_S
             timer = asyncio.create_task(self._timed_wake(wake_key, due_s))
         try:
-            await self.queue.blocking_client().bzpopmin(
-                [self.queue.keys.marker, wake_key], round(timeout, 3))
+            blocking = self.queue.blocking_client()
+            if self._block_line is None and DirectLine.suits(blocking):
+                self._block_line = DirectLine(blocking)
+            if self._block_line is None or await self._block_line.command(
+                    "BZPOPMIN", self.queue.keys.marker, wake_key, round(timeout, 3)) is BUSY:
+                await blocking.bzpopmin([self.queue.keys.marker, wake_key], round(timeout, 3))
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             await self._outage_pause(f"Redis unreachable: {e}")
         finally:
