@@ -28,7 +28,7 @@ class Settings:
     warmup: bool = True
     concurrency: int = 50
     sleep_concurrency: int = 200
-    latency_jobs: int = 500
+    latency_jobs: int = 1000
     latency_interval_s: float = 0.005
     bulk_chunk: int = 1000
     rate_max: int = RATE_MAX
