@@ -1,1 +1,1 @@
-"""cli"""
+"""The `aiojobs-redis` command: one module per group of subcommands, sharing common.py."""

@@ -1,1 +1,2 @@
-"""ops"""
+"""What operators use: metrics, Prometheus, alerts, the worker registry, the HTTP API and
+dashboard."""

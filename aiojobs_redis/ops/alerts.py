@@ -12,7 +12,7 @@ oldest-job age above a threshold. Each fires once per episode, not once per job.
     asyncio.create_task(monitor.run())
 
 Every ``interval_s`` the monitor reads a snapshot of each queue (a few O(1) Redis
-commands, :func:`aiojobs_redis.metrics.snapshot`). A rule whose condition becomes
+commands, :func:`aiojobs_redis.ops.metrics.snapshot`). A rule whose condition becomes
 true sends one :class:`Alert` with ``firing=True``; when the condition is false
 again it sends one with ``firing=False`` (unless ``resolve=False``). A notifier is
 a callable (sync or async) taking the Alert, or a :class:`Webhook` that POSTs it

@@ -1,8 +1,8 @@
 """Prometheus metrics of queues, read from Redis at scrape time (``prometheus_client``).
 
-The app of :mod:`aiojobs_redis.web` serves them at ``/metrics``; a worker can serve
+The app of :mod:`aiojobs_redis.ops.web` serves them at ``/metrics``; a worker can serve
 them on a port of its own with :func:`serve_metrics`. Every scrape reads each queue
-in a few round trips, whatever its size (see :func:`aiojobs_redis.metrics.snapshot`).
+in a few round trips, whatever its size (see :func:`aiojobs_redis.ops.metrics.snapshot`).
 
 Metrics (label ``queue``):
 

@@ -1,1 +1,2 @@
-"""producer"""
+"""What a web app imports: Queue (enqueue, read, manage), Job handles, tasks, flows,
+events."""

@@ -178,6 +178,9 @@ SPECS: Final[tuple[ScriptSpec, ...]] = (
 #: with the sets each leaves out on purpose; a test checks their KEYS against the table
 SEES_EVERY_STATE: Final[dict[str, frozenset[str]]] = {
     "remove_job": frozenset({"active"}),  # an active job is refused, read from its hash
+    # drain removes what has not started (and settles the flows that waited for it):
+    # running and completed jobs stay; a new state must be placed on one side or the other
+    "drain_queue": frozenset({"active", "completed"}),
     "obliterate_queue": frozenset(),
 }
 

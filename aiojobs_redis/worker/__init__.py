@@ -1,1 +1,1 @@
-"""worker"""
+"""The worker: lanes (one per queue), leases, execution, maintenance; worker.py conducts them."""

@@ -1,9 +1,9 @@
 """The worker: lifecycle, signals, and the parts that do the work (orchestration only).
 
-One :class:`~aiojobs_redis.lane.Lane` per queue fetches and reports jobs; the
-:class:`~aiojobs_redis.leases.LeaseKeeper` renews leases and the heartbeat;
-:class:`~aiojobs_redis.maintenance.Maintenance` recovers stalled jobs;
-:class:`~aiojobs_redis.execution.Executor` runs each job.
+One :class:`~aiojobs_redis.worker.lane.Lane` per queue fetches and reports jobs; the
+:class:`~aiojobs_redis.worker.leases.LeaseKeeper` renews leases and the heartbeat;
+:class:`~aiojobs_redis.worker.maintenance.Maintenance` recovers stalled jobs;
+:class:`~aiojobs_redis.worker.execution.Executor` runs each job.
 """
 
 from __future__ import annotations
