@@ -45,7 +45,8 @@ from .producer.events import Event
 from .producer.flows import Flow, Step, chain, chord, group
 from .producer.headers import add_header_source, remove_header_source
 from .producer.job import Job, JobInfo, JobLogLine
-from .producer.queue import GroupLimits, Queue, QueueLimits
+from .producer.limits import GroupLimits, QueueLimits
+from .producer.queue import Queue
 from .producer.task import Task, TaskCall, task
 from .schedules.spec import CatchUp, Schedule
 from .schedules.store import ScheduleInfo, Schedules, Upserted

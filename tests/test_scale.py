@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aiojobs_redis import (
+    JobOptions,
     JobState,
+    JobStateError,
     Queue,
     Retention,
     TaskCall,
@@ -132,6 +134,27 @@ async def test_retry_100k_failed_jobs(big_queue: Queue) -> None:
     ids = [i.decode() for i in failed]
     assert await q.retry_jobs(ids, strict=True) == n
     assert await q.counts() == {**dict.fromkeys(JobState, 0), JobState.WAITING: n}
+    await check_invariants(q.client, q.keys)
+
+
+async def test_promote_then_remove_100k_jobs(big_queue: Queue) -> None:
+    """(c) 100,000 delayed jobs promoted with ONE Queue.promote_jobs call, then removed
+    with ONE Queue.remove_jobs call (1,000 atomic calls per round trip): every record
+    gone, the sets consistent."""
+    q, n = big_queue, 100_000
+    jobs = await q.enqueue_many(TaskCall.by_name("t", options=JobOptions(delay_s=3600))
+                                for _ in range(n))
+    ids = [j.id for j in jobs]
+    assert (await q.counts())[JobState.DELAYED] == n
+    assert await q.promote_jobs(ids, strict=True) == n
+    assert await q.counts() == {**dict.fromkeys(JobState, 0), JobState.WAITING: n}
+    await check_invariants(q.client, q.keys)
+    with pytest.raises(JobStateError):  # strict: not delayed any more
+        await q.promote_jobs(ids[:1], strict=True)
+    assert await q.remove_jobs(ids, strict=True) == n
+    assert await q.counts() == dict.fromkeys(JobState, 0)
+    assert not [k async for k in q.client.scan_iter(match=q.keys.job_prefix + "*", count=1000)]
+    assert await q.remove_jobs(ids[:10]) == 0  # gone: skipped, not raised
     await check_invariants(q.client, q.keys)
 
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
-import msgspec
-
-from .. import codec
 from ..connection import AnyRedis, blocking_client, check_client, client_from_url
 from ..errors import (
     ConfigurationError,
     JobNotFound,
-    JobStateError,
     NotReplicated,
     status_error,
     wrap_redis_errors,
@@ -24,20 +19,18 @@ from ..errors import (
 from ..keys import QueueKeys
 from ..options import JobOptions, Retention
 from ..scripts import SCRIPTS, Batch
-from ..scripts.direct import DirectLine
 from ..states import FINISHED, STATE_SETS, JobState, state_key, state_keys
 from .events import Event, ResultListener, iterate
 from .headers import HEADER_SOURCES, collect_headers
 from .job import (
     INFO_FIELDS,
-    LOG_LINES,
-    Dependency,
     Job,
     JobInfo,
-    JobLogLine,
-    decode_dependency,
 )
+from .job_control import JobControl
 from .job_ids import check_job_id, new_job_id
+from .limits import LimitMethods
+from .sending import RowSending
 from .task import Task, TaskCall
 
 if TYPE_CHECKING:
@@ -48,60 +41,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_EVENTS_MAXLEN: Final = 10_000
-_CHUNK = 500  # jobs per add_jobs call in a bulk enqueue
 
 
-class QueueLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """A queue's limits (``None``: that limit is off); see :meth:`Queue.set_limits`."""
-
-    max_starts: int | None = None
-    per_s: float | None = None
-    max_active: int | None = None
-    #: the same three for each group (``JobOptions(group=...)``) on its own
-    group_max_starts: int | None = None
-    group_per_s: float | None = None
-    group_max_active: int | None = None
-
-
-class GroupLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """The limits of one group (``None``: that limit is off); see
-    :meth:`Queue.set_group_limits`."""
-
-    max_starts: int | None = None
-    per_s: float | None = None
-    max_active: int | None = None
-
-
-def _rate_fields(max_starts: int | None, per_s: float | None,
-                 max_active: int | None) -> tuple[int | None, int | None, int | None]:
-    """Check one set of limits; returns (max_starts, per_s in ms, max_active)."""
-    if (max_starts is None) != (per_s is None):
-        raise ConfigurationError("give max_starts and per_s together")
-    rate_ms = None
-    if max_starts is not None and per_s is not None:
-        _check_limit("max_starts", max_starts, 1, 100_000)
-        if isinstance(per_s, bool) or not isinstance(per_s, int | float) \
-                or not 0.001 <= per_s <= 86_400:
-            raise ConfigurationError(f"per_s must be from 0.001 to 86400, not {per_s!r}")
-        rate_ms = max(1, round(per_s * 1000))
-    if max_active is not None:
-        _check_limit("max_active", max_active, 1, 1_000_000)
-    return max_starts, rate_ms, max_active
-
-
-_LIMIT_FIELDS = ("rate_max", "rate_ms", "max_active", "g_rate_max", "g_rate_ms", "g_max_active")
-
-
-def _check_group(group: object) -> None:
-    if not isinstance(group, str) or not 1 <= len(group.encode()) <= 200:
-        raise ConfigurationError(f"a group must be a string of 1-200 bytes, not {group!r}")
-
-
-def _check_limit(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigurationError(f"{name} must be an integer from {low} to {high},"
-                                 f" not {value!r}")
-class Queue:
+class Queue(RowSending, JobControl, LimitMethods):
     """A named queue on Redis. Owns no connection unless made with :meth:`from_url`.
 
     ``defaults`` are job options used where neither the job nor its task says
@@ -171,20 +113,7 @@ class Queue:
         self._blocking: AnyRedis | None = None
         self._listener: ResultListener | None = None
         self._closed = False
-        # enqueues that arrive while one is on its way to Redis go together in the next
-        # round trip (natural batching: a lone call is sent at once, never held back)
-        self._sending = False
-        self._sender: asyncio.Task[None] | None = None
-        self._queued: list[tuple[list[list[Any]], tuple[str, ...],
-                                 asyncio.Future[list[Any]]]] = []
-        # one connection of the client's pool for the enqueue round trips, without
-        # redis-py's per-call layers (a plain client, no replicas to wait for)
-        self._line = DirectLine(client) if not replicas and DirectLine.suits(client) else None
-        # add_jobs keeps its reply under <call_prefix><producer>:<n> for the n-th call of
-        # this producer's last round trip: a round trip sent again after a lost reply gets
-        # the first replies (and adds nothing that has run and been deleted since)
-        self._memo = f"{self.keys.call_prefix}{secrets.token_hex(6)}:"
-        self._round_trips = 0
+        self._init_sending()
 
     @classmethod
     def from_url(cls, url: str | None = None, *, name: str, **kwargs: Any) -> Queue:
@@ -282,81 +211,6 @@ class Queue:
             jobs.append(Job(self, job_id, existed=existed))
         return jobs
 
-    async def _add_rows(self, rows: list[list[Any]], ids: tuple[str, ...]) -> list[Any]:
-        """add_jobs for these rows; returns their statuses, in order.
-
-        Natural batching: a call made while no other is on its way goes at once; calls made
-        meanwhile (concurrent ``enqueue()`` of a web app's requests) wait for it and then
-        go together, in one round trip (one add_jobs call per 500 jobs), sent by a task
-        of their own so that the first caller is not held back. Each caller gets its own
-        statuses, or the error of the round trip its jobs were in."""
-        if self._sending:
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self._queued.append((rows, ids, future))
-            return await future
-        self._sending = True
-        try:
-            statuses, batch = await self._send_rows(rows)
-        finally:
-            if self._queued:
-                self._sender = asyncio.get_running_loop().create_task(self._send_queued())
-            else:
-                self._sending = False
-        self.check_replicated(batch, "enqueue", ids)
-        return statuses
-
-    async def _send_queued(self) -> None:
-        """Send what waited, all of it per round trip, until nothing waits."""
-        try:
-            while self._queued:
-                waiting, self._queued = self._queued, []
-                rows = [row for group, _, _ in waiting for row in group]
-                try:
-                    statuses, batch = await self._send_rows(rows)
-                except BaseException as e:  # each caller gets the round trip's error
-                    for _, _, future in waiting:
-                        if future.done():
-                            continue
-                        if isinstance(e, asyncio.CancelledError):
-                            future.cancel()
-                        else:
-                            future.set_exception(e)
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                start = 0
-                for group, group_ids, future in waiting:
-                    mine = statuses[start:start + len(group)]
-                    start += len(group)
-                    if future.done():
-                        continue
-                    try:
-                        self.check_replicated(batch, "enqueue", group_ids)
-                    except NotReplicated as e:
-                        future.set_exception(e)
-                    else:
-                        future.set_result(mine)
-        finally:
-            self._sending = False
-
-    async def _send_rows(self, rows: list[list[Any]]) -> tuple[list[Any], Batch]:
-        batch = self.batch()
-        script = SCRIPTS["add_jobs"]
-        keys = script.keys_of(self.keys)
-        self._round_trips += 1
-        call_id = str(self._round_trips)
-        memo, head = self._memo, [self.keys.job_prefix, self.events_maxlen]
-        tail = [self.keys.dedup_prefix, self.keys.group_prefix]
-        with wrap_redis_errors(f"enqueue to queue {self.name!r}"):
-            if self._line is not None and len(rows) <= _CHUNK:  # one call: the lean path
-                return await self._line.call(
-                    script, keys, [*head, codec.pack(rows), *tail, memo + "0", call_id]), batch
-            for n, start in enumerate(range(0, len(rows), _CHUNK)):
-                batch.add(script, keys, [*head, codec.pack(rows[start:start + _CHUNK]), *tail,
-                                         f"{memo}{n}", call_id])
-            results = await batch.execute(self.client)
-        return [s for chunk in results for s in chunk], batch
-
     def batch(self) -> Batch:
         """A batch of script calls that waits for this queue's ``replicas``."""
         return Batch(replicas=self.replicas, replica_timeout_ms=self.replica_timeout_ms)
@@ -370,37 +224,6 @@ class Queue:
                 f" {self.replica_timeout_ms} ms; a failover now could lose it (retrying with"
                 " the same job ids is safe)", acked=batch.acked or 0, wanted=self.replicas,
                 job_ids=job_ids)
-
-    def _job_argv(self, call: TaskCall[Any], out: list[list[Any]],
-                  headers: dict[str, str] | None) -> str:
-        if call.task is not None:
-            call.task.check_arguments(call.args, call.kwargs)
-        opts = call.options.merged_over(self.defaults)
-        # the options' types and ranges were checked when the JobOptions was made
-        job_id = (new_job_id() if opts.job_id is None
-                  else check_job_id(opts.job_id, enqueue=True))
-        payload = codec.encode_args(call.name, call.args, call.kwargs, headers)
-        delay_ms = -1 if opts.delay_s is None else int(opts.delay_s * 1000)
-        due_at_ms = -1 if opts.run_at is None else int(opts.run_at.timestamp() * 1000)
-        stored = JobOptions(backoff=opts.backoff, timeout_s=opts.timeout_s,
-                            retention=opts.retention)
-        row = [job_id, call.name, payload, codec.encode_options(stored), opts.priority or 0,
-               opts.attempts or 1, delay_ms, due_at_ms]
-        if opts.dedup_key is not None or opts.expires_s is not None or opts.group is not None:
-            extras: dict[str, Any] = {}
-            if opts.dedup_key is not None:
-                assert opts.dedup_ttl_s is not None  # JobOptions checks it
-                extras["dedup"] = opts.dedup_key
-                extras["ttl_ms"] = max(1, int(opts.dedup_ttl_s * 1000))
-                if opts.debounce:
-                    extras["debounce"] = 1
-            if opts.expires_s is not None:
-                extras["expires_ms"] = max(1, int(opts.expires_s * 1000))
-            if opts.group is not None:
-                extras["group"] = opts.group
-            row.append(extras)
-        out.append(row)
-        return job_id
 
     async def enqueue_flow(self, flow: Flow) -> list[Job[Any]]:
         """Enqueue a :class:`Flow` (jobs that wait for other jobs); returns one handle per
@@ -502,178 +325,6 @@ class Queue:
         with wrap_redis_errors(f"read queue {self.name!r}"):
             return bool(await self.client.hexists(self.keys.meta, "paused"))
 
-    # ------------------------------------------------------------------ changes
-
-    async def _job_script(self, name: str, job_id: str, operation: str,
-                          *extra: str) -> None:
-        script = SCRIPTS[name]
-        with wrap_redis_errors(f"{operation} job {job_id!r}"):
-            status = await script(self.client, script.keys_of(self.keys),
-                                  [self.keys.job_prefix, self.events_maxlen, self._op_key(),
-                                   job_id, *extra])
-        error = status_error(int(status), job_id, operation)
-        if error is not None:
-            raise error
-
-    def _op_key(self) -> str:
-        """A fresh key for one call's reply: the call re-sent after a lost reply (redis-py
-        retries on a dropped connection) answers it instead of 'already done'."""
-        return self.keys.op_prefix + secrets.token_hex(8)
-
-    async def remove_job(self, job_id: str) -> None:
-        await self._job_script("remove_job", job_id, "remove", self.keys.group_prefix)
-
-    async def promote_job(self, job_id: str) -> None:
-        await self._job_script("promote_job", job_id, "promote")
-
-    async def cancel_job(self, job_id: str, *, by: str | None = None) -> JobState:
-        """Cancel a job from any process; ``by`` says who (recorded on the job).
-
-        A waiting or delayed job is cancelled at once and never runs: returns
-        ``JobState.CANCELLED``. A running job's worker is told through the queue's cancel
-        channel and cancels its handler within milliseconds (``CancelledError`` in an async
-        handler, ``current_job().cancelled`` for a sync one), then records it cancelled:
-        returns ``JobState.ACTIVE`` (``await job.result()`` then raises
-        :class:`JobCancelled`). A running job that finishes before its worker hears the
-        request keeps its outcome; one that would be retried or handed back is cancelled
-        instead. Raises :class:`JobNotFound` for an unknown id and :class:`JobStateError`
-        for a job already finished (completed, failed or cancelled).
-        """
-        job_id = check_job_id(job_id)
-        who = "api" if by is None else by
-        if not isinstance(who, str) or not 1 <= len(who.encode()) <= 200:
-            raise ConfigurationError("by must be a string of 1-200 bytes")
-        keep_count, keep_age = self.retention.failed_count, self.retention.failed_age_s
-        script = SCRIPTS["cancel_job"]
-        with wrap_redis_errors(f"cancel job {job_id!r}"):
-            reply = await script(self.client, script.keys_of(self.keys), [
-                self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id, who,
-                -1 if keep_count is None else keep_count,
-                -1 if keep_age is None else int(keep_age * 1000), self.keys.cancel_channel,
-                self.keys.group_prefix])
-        status = int(reply[0])
-        if status == 1:
-            return JobState.CANCELLED
-        if status == 2:
-            return JobState.ACTIVE
-        if status == -1:
-            raise JobNotFound(job_id, "cancel", "no such job (removed, or expired by retention)")
-        state = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-        raise JobStateError(job_id, "cancel", f"the job already finished: it is {state}")
-
-    async def change_job(self, job_id: str, *, priority: int | None = None,
-                         delay_s: float | None = None) -> JobState:
-        """Give a waiting or delayed job a new priority and/or a new delay.
-
-        ``priority``: -1000..1000 (a waiting job keeps its place among the jobs of its new
-        priority). ``delay_s``: run no earlier than this many seconds from now; 0 makes a
-        delayed job wait now. Returns the job's state after the change. Raises
-        :class:`JobNotFound` for an unknown id and :class:`JobStateError` for a job that
-        is running or finished.
-        """
-        job_id = check_job_id(job_id)
-        checked = JobOptions(priority=priority, delay_s=delay_s)  # the options' own checks
-        if priority is None and delay_s is None:
-            raise ConfigurationError("change_job needs a priority, a delay_s or both")
-        script = SCRIPTS["change_job"]
-        with wrap_redis_errors(f"change job {job_id!r}"):
-            reply = await script(self.client, script.keys_of(self.keys), [
-                self.keys.job_prefix, self.events_maxlen, self._op_key(), job_id,
-                "" if checked.priority is None else checked.priority,
-                "" if checked.delay_s is None else int(checked.delay_s * 1000),
-                self.keys.group_prefix])
-        status = int(reply[0])
-        if status == -1:
-            raise JobNotFound(job_id, "change", "no such job (removed, or expired by retention)")
-        state = JobState(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
-        if status == -3:
-            raise JobStateError(job_id, "change",
-                                f"only a waiting or delayed job can change: it is {state}")
-        return state
-
-    async def job_logs(self, job_id: str) -> list[JobLogLine]:
-        """The log lines of a job (``current_job().log(...)``), oldest first."""
-        key = self.keys.job(check_job_id(job_id))
-        with wrap_redis_errors(f"read the log of job {job_id!r}"):
-            written = await self.client.hget(key, "logs")
-            if written is None:
-                if not await self.client.exists(key):
-                    raise JobNotFound(job_id, "logs", "no such job")
-                return []
-            n = int(written)
-            fields = [f"log:{i}" for i in range(max(1, n - LOG_LINES + 1), n + 1)]
-            values = await self.client.hmget(key, fields)
-        lines = []
-        for raw in values:
-            if not isinstance(raw, bytes):
-                continue  # trimmed meanwhile
-            at, attempt, text = codec.decode_value(raw)
-            lines.append(JobLogLine(datetime.fromtimestamp(at / 1000, tz=UTC), int(attempt),
-                                    str(text)))
-        return lines
-
-    async def job_dependencies(self, job_id: str) -> list[Dependency]:
-        """The jobs a job of a flow waits (or waited) for, in order, with their results
-        or errors once finished (read from the job's own record: retention of the
-        dependencies does not matter)."""
-        key = self.keys.job(check_job_id(job_id))
-        with wrap_redis_errors(f"read the dependencies of job {job_id!r}"):
-            packed: Any = await self.client.hget(key, "deps")
-            if packed is None:
-                if not await self.client.exists(key):
-                    raise JobNotFound(job_id, "dependencies", "no such job")
-                return []
-            ids = [i.decode() if isinstance(i, bytes) else str(i)
-                   for i in msgspec.msgpack.decode(packed)]
-            values: list[Any] = []
-            for start in range(0, len(ids), 1000):
-                fields = [f"dep:{i}" for i in ids[start:start + 1000]]
-                values += await self.client.hmget(key, fields)
-        return [decode_dependency(i, v) for i, v in zip(ids, values, strict=True)]
-
-    async def job_dependents(self, job_id: str, *, limit: int = 100) -> list[str]:
-        """Ids of (at most ``limit``) jobs of a flow that wait for this job, while it has
-        not finished ([] once it has: they were told then)."""
-        key = self.keys.dependents_prefix + check_job_id(job_id)
-        with wrap_redis_errors(f"read the dependents of job {job_id!r}"):
-            _, fields = await self.client.hscan(key, 0, count=limit)
-        return sorted(f.decode() if isinstance(f, bytes) else str(f) for f in fields)[:limit]
-
-    async def retry_jobs(self, job_ids: Sequence[str], *, strict: bool = False) -> int:
-        """Put failed jobs back to waiting; returns how many were. With ``strict``, a job
-        that is missing or not failed raises instead of being skipped (the others are
-        retried all the same). The ids go in atomic calls of 1,000, in one round trip."""
-        script = SCRIPTS["retry_jobs"]
-        keys = script.keys_of(self.keys)
-        per_call = 1000  # ids per script call at most; all calls go in one round trip
-        batch = Batch()
-        for start in range(0, len(job_ids), per_call):
-            batch.add(script, keys, [self.keys.job_prefix, self.events_maxlen, self._op_key(),
-                                     *job_ids[start:start + per_call]])
-        if not batch:
-            return 0
-        with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
-            results = await batch.execute(self.client)
-        statuses = [s for chunk in results for s in chunk]
-        if strict:
-            for job_id, status in zip(job_ids, statuses, strict=True):
-                error = status_error(int(status), job_id, "retry")
-                if error is not None:
-                    raise error
-        return sum(1 for s in statuses if s == 1)
-
-    async def retry_failed(self) -> int:
-        """Put every failed job back to waiting; returns how many."""
-        with wrap_redis_errors(f"retry jobs of queue {self.name!r}"):
-            total = await self.client.zcard(self.keys.failed)
-        retried = 0
-        for _ in range(total // 500 + 2):  # bounded: an id that cannot move stays put
-            ids = await self.job_ids(JobState.FAILED, limit=500)
-            if not ids:
-                break
-            retried += await self.retry_jobs(ids)
-        return retried
-
     async def pause(self) -> None:
         """Workers stop taking jobs from this queue (running ones finish); enqueue goes on."""
         with wrap_redis_errors(f"pause queue {self.name!r}"):
@@ -685,85 +336,6 @@ class Queue:
             pipe.hdel(self.keys.meta, "paused")
             pipe.zadd(self.keys.marker, {"w": 0})
             await pipe.execute()
-
-    async def set_limits(self, *, max_starts: int | None = None, per_s: float | None = None,
-                         max_active: int | None = None, group_max_starts: int | None = None,
-                         group_per_s: float | None = None,
-                         group_max_active: int | None = None) -> None:
-        """Limit this queue across all its workers (stored in Redis; replaces earlier limits).
-
-        ``max_starts`` per ``per_s`` seconds: at most that many jobs start in any window of
-        that length (a sliding window, by Redis's clock; retries count as starts).
-        ``max_active``: at most that many jobs of the queue run at once. A worker held back
-        by the rate limit sleeps until the window lets the next job start (no polling); one
-        held back by ``max_active`` takes the next job when one of its own finishes, and
-        looks again at least every 5 s. Jobs held back stay waiting, in order.
-
-        ``group_max_starts`` per ``group_per_s`` and ``group_max_active``: the same limits
-        for each group (``JobOptions(group=...)``) on its own, e.g. 10 calls per second per
-        customer account; :meth:`set_group_limits` gives one group limits of its own. A job
-        whose group has no room is parked: set aside with its group's other waiting jobs,
-        which keep their places and return to the line as the group gets room (other
-        groups' jobs run meanwhile). Parked jobs count as waiting.
-        """
-        rate_max, rate_ms, active = _rate_fields(max_starts, per_s, max_active)
-        g_rate_max, g_rate_ms, g_active = _rate_fields(group_max_starts, group_per_s,
-                                                       group_max_active)
-        values = (rate_max, rate_ms, active, g_rate_max, g_rate_ms, g_active)
-        fields: dict[Any, Any] = {  # redis-py types the mapping invariantly
-            name: value for name, value in zip(_LIMIT_FIELDS, values, strict=True)
-            if value is not None}
-        with wrap_redis_errors(f"set the limits of queue {self.name!r}"):
-            pipe = self.client.pipeline(transaction=True)  # one slot: fine on Cluster too
-            pipe.hdel(self.keys.meta, *_LIMIT_FIELDS)
-            if fields:
-                pipe.hset(self.keys.meta, mapping=fields)
-            pipe.zunionstore(self.keys.parked, {self.keys.parked: 0})  # parked: look again
-            pipe.zadd(self.keys.marker, {"w": 0})  # idle workers look again
-            await pipe.execute()
-
-    async def limits(self) -> QueueLimits:
-        """The queue's limits as :meth:`set_limits` stored them."""
-        with wrap_redis_errors(f"read the limits of queue {self.name!r}"):
-            raw = await self.client.hmget(self.keys.meta, list(_LIMIT_FIELDS))
-        v = [None if x is None else int(x) for x in raw]
-        return QueueLimits(
-            max_starts=v[0], per_s=None if v[1] is None else v[1] / 1000, max_active=v[2],
-            group_max_starts=v[3], group_per_s=None if v[4] is None else v[4] / 1000,
-            group_max_active=v[5])
-
-    async def set_group_limits(self, group: str, *, max_starts: int | None = None,
-                               per_s: float | None = None,
-                               max_active: int | None = None) -> None:
-        """Give one group limits of its own, in place of the queue's group limits
-        (:meth:`set_limits`); with no limit given, the group goes back to those. A limit
-        left out is off for this group."""
-        _check_group(group)
-        rate_max, rate_ms, active = _rate_fields(max_starts, per_s, max_active)
-        text = ":".join("" if x is None else str(x) for x in (active, rate_max, rate_ms))
-        with wrap_redis_errors(f"set the limits of group {group!r} of queue {self.name!r}"):
-            pipe = self.client.pipeline(transaction=True)
-            if text == "::":
-                pipe.hdel(self.keys.group_limits, group)
-            else:
-                pipe.hset(self.keys.group_limits, group, text)
-                pipe.hset(self.keys.meta, "g_over", 1)  # fetch_jobs reads group-limits
-            pipe.zadd(self.keys.parked, {group: 0}, xx=True)  # parked: look again
-            pipe.zadd(self.keys.marker, {"w": 0})
-            await pipe.execute()
-
-    async def group_limits(self, group: str) -> GroupLimits | None:
-        """The limits :meth:`set_group_limits` gave this group (None: it has the
-        queue's group limits)."""
-        _check_group(group)
-        with wrap_redis_errors(f"read the limits of group {group!r} of queue {self.name!r}"):
-            raw = await self.client.hget(self.keys.group_limits, group)
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        active, rate_max, rate_ms = (int(x) if x else None for x in text.split(":"))
-        return GroupLimits(max_starts=rate_max, max_active=active,
-                           per_s=None if rate_ms is None else rate_ms / 1000)
 
     def dead_letter_queue(self) -> Queue | None:
         """The :attr:`dead_letter` queue (None without one): the Queue given, or one of
@@ -825,7 +397,6 @@ class Queue:
 
     async def now(self) -> datetime:
         """Redis's clock (the one that decides due jobs and leases)."""
-        from datetime import UTC
         with wrap_redis_errors("read Redis TIME"):
             seconds, micros = await self.client.time()
         return datetime.fromtimestamp(seconds + micros / 1e6, tz=UTC)

@@ -1,4 +1,5 @@
-"""One queue served by a worker: the fetch loop, outcome batching, the idle wait.
+"""One queue served by a worker: the fetch loop and outcome batching (its idle wait is
+``idle_wait.py``).
 
 Steady state: every round trip completes (or fails) all the jobs that finished
 since the last one and fetches as many new jobs as there are free slots, in one
@@ -16,20 +17,20 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import codec
 from .._tasks import cancel_and_wait
-from ..errors import AiojobsRedisError
 from ..ops.metrics import add_outcomes
 from ..options import Retention
-from ..producer.dead_letter import move_to_dead_letter
 from ..producer.queue import Queue
 from ..scripts import SCRIPTS, Batch
-from ..scripts.direct import BUSY, DirectLine
+from ..scripts.direct import DirectLine
 from .context import JobContext
 from .execution import CANCELLED, NO_RETRY, PLAIN, WAIT, FetchedJob, Outcome
+from .idle_wait import IdleWait
+from .outcome_log import DeadLetters, log_outcome
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -37,16 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiojobs_redis.worker")
 
-# how long an idle lane blocks at most before it looks again by itself. Every event that
-# makes work (an enqueue, a retry, a release, a promotion, a resume, a recovered job) wakes
-# an idle worker through the marker, and a fetch tells the next due time: this is only
-# the fallback, kept below the blocking connection's socket timeout (20 s)
-_MAX_IDLE_BLOCK_S = 15.0
-# an idle Redis ends a blocking command's timeout on its next tick (every 100 ms at the
-# default hz 10), so a timed wake-up comes from a local timer; the Redis timeout is only
-# the fallback, this much later
-_TIMEOUT_SLACK_S = 0.25
-_WAKE_TTL_MS = 5000
 _PROMOTE_LIMIT = 1000
 _MAX_FETCH = 1000
 
@@ -131,8 +122,7 @@ class Lane:
         self.held_back = False  # the last fetch was held back by the queue's max_active
         self.fetching = True
         self._waker: asyncio.Task[None] | None = None
-        self._pushes: set[asyncio.Task[None]] = set()  # timed wake-ups being sent
-        self._dead_queues: dict[str, Queue] = {}  # tasks' own dead-letter queues
+        self._dead = DeadLetters(queue, worker.executor.registry)
         self._outage = False
         self._unsent: _Trip | None = None  # a round trip whose reply was lost, to send again
         # jobs that expired before a fetch took them obey the failed-job retention
@@ -142,7 +132,7 @@ class Lane:
         # redis-py's per-call layers (a plain client, no replicas to wait for)
         self._line = (DirectLine(queue.client)
                       if not queue.replicas and DirectLine.suits(queue.client) else None)
-        self._block_line: DirectLine | None = None  # the idle wait's, on the blocking pool
+        self._idle = IdleWait(queue, worker.id, self._outage_pause)
 
     # ---------------------------------------------------------------- the loop
 
@@ -150,9 +140,9 @@ class Lane:
         try:
             await self._loop()
         finally:
-            for line in (self._line, self._block_line):
-                if line is not None:
-                    await line.close()
+            if self._line is not None:
+                await self._line.close()
+            await self._idle.close()
 
     async def _loop(self) -> None:
         worker = self.worker
@@ -240,7 +230,7 @@ class Lane:
                 if not self._log_outcome(o, int(status)):
                     dropped.setdefault(int(status), []).append(o)
                 elif status == 1 and not o.ok and o.kind == PLAIN:
-                    target = self._dead_letter_of(o.job.task)
+                    target = self._dead.target_of(o.job.task)
                     if target is not None:
                         dead.setdefault(target, []).append(o.job.id)
         for status, lost in dropped.items():  # one line per round trip, not per job
@@ -249,7 +239,7 @@ class Lane:
             log.warning("queue %s: the outcome of %d job(s) is dropped, %s: %s", q.name,
                         len(lost), what, _some(f"{o.job.task}:{o.job.id}" for o in lost))
         for target, ids in dead.items():
-            await self._dead_letter(target, ids)
+            await self._dead.move(target, ids)
         got = 0
         for index, wanted in trip.fetches:
             reply = results[index]
@@ -305,78 +295,6 @@ class Lane:
                 k.group_prefix,
             ]), want))
         return trip
-
-    def _dead_letter_of(self, task_name: str) -> str | None:
-        """Where a job of this task goes once failed for good: its task's dead_letter,
-        else the queue's (None: it stays failed here)."""
-        registry = self.worker.executor.registry
-        if task_name in registry:
-            own = registry.get(task_name).dead_letter
-            if own is not None:
-                return own
-        return self.queue.dead_letter
-
-    async def _dead_letter(self, target: str, job_ids: list[str]) -> None:
-        """Move jobs just failed for good to a dead-letter queue. A failure here leaves
-        them failed in this queue (logged), never lost."""
-        q = self.queue
-        dead = q.dead_letter_queue() if target == q.dead_letter else None
-        if dead is None:
-            dead = self._dead_queues.get(target)
-            if dead is None:
-                dead = self._dead_queues[target] = Queue(q.client, name=target)
-        try:
-            moved = await move_to_dead_letter(q, dead, job_ids)
-        except (AiojobsRedisError, RedisError, OSError) as e:
-            log.error("queue %s: %d job(s) failed for good stay failed here; moving them to"
-                      " dead-letter queue %s failed: %s", q.name, len(job_ids), dead.name, e)
-            return
-        if moved:
-            log.warning("queue %s: %d job(s) failed for good moved to dead-letter queue %s",
-                        q.name, moved, dead.name)
-
-    def _log_outcome(self, o: Outcome, status: int) -> bool:
-        """Log one outcome's status; False when it was dropped (logged by the caller)."""
-        job = o.job
-        if status in (1, 0):  # 0: this attempt's outcome was recorded by a re-sent call
-            self.worker.count_outcome(o.ok)
-        if status == 1 and o.ok:
-            if log.isEnabledFor(logging.INFO):
-                log.info("← %s %s:%s completed in %.1f ms", self.queue.name, job.task, job.id,
-                         o.run_ms, extra=self._fields(o, "completed"))
-        elif status == 1:
-            tb = f"\n{o.traceback.rstrip()}" if o.traceback and self.worker.log_tracebacks else ""
-            log.warning("✗ %s %s:%s failed for good after attempt %d (%.1f ms): %s%s",
-                        self.queue.name, job.task, job.id, job.attempt, o.run_ms, o.error, tb,
-                        extra=self._fields(o, "failed"))
-        elif status == 2:
-            if log.isEnabledFor(logging.INFO):
-                log.info("↻ %s %s:%s attempt %d failed (%.1f ms), retrying in %d ms: %s",
-                         self.queue.name, job.task, job.id, job.attempt, o.run_ms,
-                         o.retry_delay_ms, o.error, extra=self._fields(o, "retrying"))
-        elif status == 4:
-            if log.isEnabledFor(logging.INFO):
-                log.info("⧗ %s %s:%s waits for %d job(s) (attempt %d, %.1f ms)",
-                         self.queue.name, job.task, job.id, len(o.children), job.attempt,
-                         o.run_ms, extra=self._fields(o, "waiting"))
-        elif status == 3:
-            if log.isEnabledFor(logging.INFO):
-                log.info("⊘ %s %s:%s cancelled (attempt %d, %.1f ms)", self.queue.name,
-                         job.task, job.id, job.attempt, o.run_ms,
-                         extra=self._fields(o, "cancelled"))
-        elif status == 0:
-            log.debug("%s %s:%s: outcome already recorded (a call sent again after a lost"
-                      " reply)", self.queue.name, job.task, job.id)
-        elif status in (-1, -2):
-            return False
-        return True
-
-    def _fields(self, o: Outcome, outcome: str) -> dict[str, Any]:
-        """The structured fields of an outcome's log record (a JSON formatter shows them)."""
-        job = o.job
-        return {"job_id": job.id, "task": job.task, "queue": self.queue.name,
-                "attempt": job.attempt, "duration_ms": round(o.run_ms, 3),
-                "worker_id": self.worker.id, "outcome": outcome}
 
     # --------------------------------------------------------------- the jobs
 
@@ -476,57 +394,20 @@ class Lane:
         returned = sum(1 for statuses in results for s in statuses if s == 1)
         log.warning("queue %s: handed %d unfinished job(s) back to waiting", q.name, returned)
 
+    def _log_outcome(self, o: Outcome, status: int) -> bool:
+        """Count and log one outcome; False when it was dropped (logged by the caller)."""
+        if status in (1, 0):  # 0: this attempt's outcome was recorded by a re-sent call
+            self.worker.count_outcome(o.ok)
+        return log_outcome(self.queue.name, self.worker.id, o, status,
+                           self.worker.log_tracebacks)
+
     # -------------------------------------------------------------- idle wait
 
     async def _wait_for_work(self) -> None:
-        """Block until a job is added (marker) or the next delayed job is due, or a
-        limit lets more jobs start (the fetch's next_due_ms).
-
-        The timed wake-up is a local timer that pushes this worker's own wake key, which
-        the BZPOPMIN also watches: Redis ends a blocking timeout only on its next server
-        tick (up to 100 ms late at the default hz 10), a local timer to the millisecond."""
-        timeout = _MAX_IDLE_BLOCK_S
-        timer: asyncio.Task[None] | None = None
-        wake_key = self.queue.keys.base + "wake:" + self.worker.id
-        if 0 <= self.next_due_ms < timeout * 1000:
-            due_s = self.next_due_ms / 1000
-            if due_s <= 0.0005:
-                self.wake.set()
-                return
-            timeout = due_s + _TIMEOUT_SLACK_S
-            timer = asyncio.create_task(self._timed_wake(wake_key, due_s))
         try:
-            blocking = self.queue.blocking_client()
-            if self._block_line is None and DirectLine.suits(blocking):
-                self._block_line = DirectLine(blocking)
-            if self._block_line is None or await self._block_line.command(
-                    "BZPOPMIN", self.queue.keys.marker, wake_key, round(timeout, 3)) is BUSY:
-                await blocking.bzpopmin([self.queue.keys.marker, wake_key], round(timeout, 3))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            await self._outage_pause(f"Redis unreachable: {e}")
+            await self._idle.wait(self.next_due_ms)
         finally:
-            if timer is not None:
-                timer.cancel()  # a push already on its way finishes (shielded)
             self.wake.set()
-
-    async def _timed_wake(self, wake_key: str, due_s: float) -> None:
-        """After ``due_s``, wake this lane's blocking wait through its own key (a key
-        left behind by a race with another wake-up expires by itself)."""
-        await asyncio.sleep(due_s)
-        # not cut by a cancel once sent: a command cut mid-reply costs its connection
-        push = asyncio.create_task(self._push_wake(wake_key))
-        self._pushes.add(push)
-        push.add_done_callback(self._pushes.discard)
-        await asyncio.shield(push)
-
-    async def _push_wake(self, wake_key: str) -> None:
-        pipe = self.queue.client.pipeline(transaction=False)
-        pipe.zadd(wake_key, {"w": 0})
-        pipe.pexpire(wake_key, _WAKE_TTL_MS)
-        try:
-            await pipe.execute()
-        except Exception as e:  # any: then the Redis timeout wakes it instead
-            log.debug("queue %s: timed wake-up not sent: %r", self.queue.name, e)
 
     async def stop_waker(self) -> None:
         """Cancel the idle wait. redis-py's blocking read can swallow a cancellation that
@@ -535,8 +416,7 @@ class Lane:
         waker, self._waker = self._waker, None
         if waker is not None:  # an outage there was logged by the wait itself
             await cancel_and_wait([waker], tries=100)
-        if self._pushes:  # a timed wake-up on its way: let it end before the client does
-            await asyncio.wait(set(self._pushes), timeout=1)
+        await self._idle.settle()
 
 
 def _some(names: Iterable[str], shown: int = 5) -> str:
