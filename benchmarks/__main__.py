@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .envs import ALL_LIBS, MIN_REDIS
-from .model import Settings
+from .model import PHASES, Settings
 from .redis_server import find_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,6 +25,9 @@ def parse(argv: list[str]) -> Settings:
                    help="jobs per processing phase (default 20000; one-by-one enqueue and the"
                         " retry storm use n/4, the delayed burst 5n)")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
+    p.add_argument("--phases", default="", metavar="IDS",
+                   help="comma-separated phases to run (default: all): "
+                        + ", ".join(ph.id for ph in PHASES))
     p.add_argument("--aof", choices=["everysec", "always", "no"], default=None,
                    help="run redis-server with appendonly yes and this appendfsync")
     p.add_argument("--redis-server", default="redis-server", metavar="PATH",
@@ -47,6 +50,10 @@ def parse(argv: list[str]) -> Settings:
                         " unless --quick)")
     a = p.parse_args(argv)
     libs = tuple(x.strip() for x in a.libs.split(",") if x.strip())
+    phases = tuple(x.strip() for x in a.phases.split(",") if x.strip())
+    unknown_phases = [x for x in phases if x not in {ph.id for ph in PHASES}]
+    if unknown_phases:
+        p.error(f"unknown phases: {', '.join(unknown_phases)}")
     unknown = [x for x in libs if x not in ALL_LIBS]
     if unknown:
         p.error(f"unknown libraries: {', '.join(unknown)} (choose from {', '.join(ALL_LIBS)})")
@@ -57,7 +64,7 @@ def parse(argv: list[str]) -> Settings:
     if a.quick:
         return Settings(
             libs=("aiojobs_redis",), n=a.n or 1000, reps=a.reps or 1, aof=a.aof,
-            redis_server=redis_server,
+            redis_server=redis_server, phases=phases,
             quick=True, json_path=a.json or RESULTS / "quick.json", png_path=a.png,
             window_s=a.window or 5.0,
             fill_max_s=10.0, warmup=False, latency_jobs=100, rate_jobs=200)
@@ -66,7 +73,7 @@ def parse(argv: list[str]) -> Settings:
         p.error("--n must be at least 100")
     json_path = a.json or RESULTS / "latest.json"
     return Settings(
-        libs=libs, n=n, reps=a.reps or 3, aof=a.aof, redis_server=redis_server,
+        libs=libs, n=n, reps=a.reps or 3, aof=a.aof, redis_server=redis_server, phases=phases,
         json_path=json_path,
         png_path=a.png or json_path.with_suffix(".png"), window_s=a.window or 6.0,
         warmup=not a.no_warmup)

@@ -34,6 +34,8 @@ class Settings:
     rate_max: int = RATE_MAX
     rate_per_s: float = RATE_PER_S
     rate_jobs: int = 400  # prefilled for the rate-limited phase: rate_jobs / rate_max windows
+    memory_n: int = 100_000  # waiting jobs whose memory the memory phase reads
+    phases: tuple[str, ...] = ()  # the phases to run (empty: all)
 
     @property
     def enqueue_n(self) -> int:
@@ -101,6 +103,14 @@ PHASES: tuple[Phase, ...] = (
               Column("rtts_per_window", "rtt/window", 1),
               Column("cmds_per_window", "cmd/window", 0),
               Column("held_cmds_per_s", "held cmd/s", 1),
+          )),
+    Phase("memory",
+          "bytes in Redis per waiting no-op job (prefilled; jobs/s = prefill rate) and per"
+          " job once processed (what each library keeps by its defaults)",
+          chart=False, columns=(
+              Column("bytes_waiting", "B/waiting", 0),
+              Column("bytes_kept", "B/job done", 0),
+              Column("kept_jobs", "done", 0, agg="first"),
           )),
 )
 PHASE_BY_ID = {p.id: p for p in PHASES}

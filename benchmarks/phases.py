@@ -483,6 +483,28 @@ class PhaseRunner:
         sample.extra["late_by_s"] = max(res.t_ready - due_at, 0.0)
 
 
+    def _used_memory(self) -> int:
+        """Redis's memory for data: used_memory without the clients' buffers."""
+        info = self.run.server.info("memory")
+        return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0))
+
+    async def _memory(self, phase: Phase, queue: str, sample: Sample) -> None:
+        run, s = self.run, self.run.settings
+        base = self._used_memory()
+        filled = await self._fill(queue, "noop", s.memory_n)
+        sample.jobs = filled
+        sample.jobs_per_s = run.rates["fill"]
+        sample.extra["bytes_waiting"] = (self._used_memory() - base) / max(filled, 1)
+        # then jobs run to the end on a queue of their own: what stays of each
+        done_queue = queue + "-done"
+        base = self._used_memory()
+        n = await self._fill(done_queue, "noop", run.sized("process_noop", s.n))
+        res = await _workers(run, done_queue, s.concurrency, 1, n, self.report,
+                             f"{run.label} · {phase.id}", own_pids=self._producer_pids())
+        if res.done >= n and not res.timed_out:
+            sample.extra["bytes_kept"] = (self._used_memory() - base) / n
+            sample.extra["kept_jobs"] = n
+
     async def _rate_limited(self, phase: Phase, queue: str, sample: Sample) -> None:
         run, s = self.run, self.run.settings
         limit, period = s.rate_max, s.rate_per_s

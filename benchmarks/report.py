@@ -147,6 +147,35 @@ def _cmds(r: Row | None) -> float | None:
     return r.cmds_per_job if r is not None else None
 
 
+def _extra(row: Row | None, key: str) -> float | None:
+    value = row.extra.get(key) if row is not None else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _behind(rows: list[Row], peer: str) -> list[str] | None:
+    """The phases in which ``peer`` did better than aiojobs_redis (None: no peer rows)."""
+    out: list[str] = []
+    seen = False
+    for phase in {r.phase for r in rows}:
+        ours, theirs = _get(rows, OURS, phase), _get(rows, peer, phase)
+        if ours is None or theirs is None:
+            continue
+        seen = True
+        if phase == "latency":
+            worse = (ours.p99_ms or 0) > (theirs.p99_ms or 0) or \
+                (ours.p50_ms or 0) > (theirs.p50_ms or 0)
+        elif phase == "memory":
+            a, b = _extra(ours, "bytes_waiting"), _extra(theirs, "bytes_waiting")
+            worse = a is not None and b is not None and a > b
+        elif phase == "rate_limited":
+            continue  # a cap, not a speed
+        else:
+            worse = ours.jobs_per_s < theirs.jobs_per_s
+        if worse:
+            out.append(phase)
+    return sorted(out) if seen else None
+
+
 def targets(rows: list[Row]) -> list[Target]:
     out: list[Target] = []
 
@@ -169,7 +198,7 @@ def targets(rows: list[Row]) -> list[Target]:
     ours_p = _get(rows, OURS, "process_noop")
     node_p = _get(rows, "bullmq_node", "process_noop")
     check("processing vs BullMQ (Node)",
-          _ratio(_jps(ours_p), _jps(node_p)), 1.5,
+          _ratio(_jps(ours_p), _jps(node_p)), 2.5,
           "process_noop jobs/s, aiojobs_redis / BullMQ Node")
     py = [r for lib in PYTHON_PEERS if (r := _get(rows, lib, "process_noop")) is not None]
     best = max(py, key=lambda r: r.jobs_per_s) if py else None
@@ -190,11 +219,23 @@ def targets(rows: list[Row]) -> list[Target]:
     ours_o = _get(rows, OURS, "enqueue_one")
     bull_o = _get(rows, "bullmq_node", "enqueue_one") or _get(rows, "bullmq_py", "enqueue_one")
     check("one-by-one enqueue vs BullMQ add",
-          _ratio(_jps(ours_o), _jps(bull_o)), None,
+          _ratio(_jps(ours_o), _jps(bull_o)), 1.5,
           f"enqueue_one, vs {LABELS.get(bull_o.lib, '-') if bull_o else '-'}")
     lat = _get(rows, OURS, "latency")
-    check("idle latency p99", lat.p99_ms if lat else None, 2.0,
+    check("idle latency p50", lat.p50_ms if lat else None, 0.7,
           "enqueue call -> handler start, wall clock", lower_is_better=True, unit="ms")
+    check("idle latency p99", lat.p99_ms if lat else None, 1.3,
+          "enqueue call -> handler start, wall clock", lower_is_better=True, unit="ms")
+    ours_m = _get(rows, OURS, "memory")
+    node_m = _get(rows, "bullmq_node", "memory")
+    check("bytes per waiting job vs BullMQ (Node)",
+          _ratio(_extra(ours_m, "bytes_waiting"), _extra(node_m, "bytes_waiting")), 1.0,
+          "memory, aiojobs_redis / BullMQ Node (lower is less)", lower_is_better=True,
+          unit="x")
+    behind = _behind(rows, "chasquimq")
+    check("rows behind ChasquiMQ", None if behind is None else float(len(behind)), 0.0,
+          "phases where ChasquiMQ's jobs/s (or latency, memory) beat ours: "
+          + (", ".join(behind) if behind else "-"), lower_is_better=True, unit="")
     check("round trips per job, steady processing", ours_p.rtts_per_job if ours_p else None,
           1.5, "process_noop, total_reads_processed delta / jobs", lower_is_better=True,
           unit="")

@@ -77,6 +77,7 @@ def _sample_line(s: Sample) -> str:
 async def run(settings: Settings, argv: list[str]) -> int:
     progress = Progress()
     libs = list(settings.libs)
+    phases = tuple(p for p in PHASES if not settings.phases or p.id in settings.phases)
     progress.line(f"preparing {', '.join(libs)}"
                   + ("" if settings.quick else f" (environments under {envs.cache_dir()})"))
     # a library that needs a newer redis-server than this run's is skipped, not installed
@@ -122,7 +123,7 @@ async def run(settings: Settings, argv: list[str]) -> int:
                 def done(s: Sample, rep: int = rep) -> None:
                     progress.line(f"rep {rep + 1}/{settings.reps} · {_sample_line(s)}")
 
-                samples += await run_rep(r, rep, PHASES, progress.update, done)
+                samples += await run_rep(r, rep, phases, progress.update, done)
         progress.clear()
         machine["load_average_at_end"] = list(os.getloadavg())
         for r in runs:
@@ -134,7 +135,7 @@ async def run(settings: Settings, argv: list[str]) -> int:
     for lib in libs:
         env = envs_by_lib[lib]
         version = str(libraries[lib]["version"])
-        for phase in PHASES:
+        for phase in phases:
             if env.problem:
                 rows.append(Row(lib, phase.id, env.problem, version))
             else:

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from aiojobs_redis import (
     ConfigurationError,
     JobState,
+    NotReplicated,
     Queue,
     RedisUnavailable,
     Worker,
@@ -343,3 +344,57 @@ async def test_failover_producers_and_workers_follow(failover_setup: SentinelSet
           f" {settled_at - killed_at:.2f} s after it. {len(ids)} acknowledged"
           f" ({n_before} before the kill): {len(lost)} lost, "
           f"{sum(1 for n in runs.values() if n > 1)} ran twice")
+
+
+async def test_failover_with_replicas_1_loses_no_acknowledged_job() -> None:
+    """``Queue(..., replicas=1)`` behind Sentinel: an enqueue is acknowledged only once a
+    replica has the job (WAIT 1). A master with two replicas is SIGKILLed while a producer
+    enqueues; the Sentinel promotes the replica that has the most, the other follows it,
+    and every acknowledged job is on the new master. Enqueues refused meanwhile
+    (NotReplicated, RedisUnavailable) were never acknowledged: the producer knows."""
+    setup = SentinelSetup(replicas=2, failover_timeout_ms=3000).start()
+    try:
+        acked: list[str] = []
+        refused = 0
+        stop = asyncio.Event()
+        async with Queue.from_url(setup.url(), name="durable", replicas=1) as queue:
+            async def produce() -> None:
+                nonlocal refused
+                i = 0
+                while not stop.is_set():
+                    try:
+                        job = await queue.enqueue(echo, i)
+                    except (NotReplicated, RedisUnavailable):
+                        refused += 1
+                    else:
+                        acked.append(job.id)
+                    i += 1
+                    await asyncio.sleep(0.002)
+
+            producer = asyncio.create_task(produce())
+            try:
+                await wait_until(lambda: len(acked) >= 300, timeout=30)
+                old_port = setup.master.port
+                setup.master.kill()
+                killed_at, before = time.monotonic(), len(acked)
+
+                async def promoted() -> bool:
+                    port = await master_port(setup)
+                    return port is not None and port != old_port
+                await wait_until(promoted, timeout=30, interval=0.05)
+                promoted_at = time.monotonic()
+                await wait_until(lambda: len(acked) >= before + 300, timeout=60)
+                back_at = time.monotonic()
+            finally:
+                stop.set()
+                await producer
+            infos = await queue._job_infos(acked)
+            lost = [job_id for job_id, record in zip(acked, infos, strict=True)
+                    if record is None]
+            await queue.obliterate(force=True)
+    finally:
+        setup.cleanup()
+    print(f"\nSentinel, replicas=1: {len(acked)} acknowledged, {len(lost)} lost, {refused}"
+          f" refused; promoted {promoted_at - killed_at:.1f} s after the kill, enqueues"
+          f" acknowledged again {back_at - killed_at:.1f} s after it")
+    assert not lost, lost[:20]

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import pytest
 
 from aiojobs_redis import FixedBackoff, JobFailed, JobState, Queue, Worker, current_job, task
+from aiojobs_redis.ops.registry import live_workers
 
 from .conftest import wait_until
 from .test_worker import running
@@ -183,7 +184,9 @@ async def test_the_abandoned_thread_is_visible_and_the_retry_waits_for_it(
                 gate.wait(30)  # ignores the flag; the test sets the gate
         return f"ok on attempt {span.attempt}"
 
-    worker = Worker(queue, tasks=[stuck_once], concurrency=1, handle_signals=False)
+    # a short lease: its heartbeat (every lease/3) shows the count soon
+    worker = Worker(queue, tasks=[stuck_once], concurrency=1, handle_signals=False,
+                    lease_ms=1500)
     async with running(worker):
         try:
             job = await queue.enqueue(stuck_once)
@@ -195,6 +198,11 @@ async def test_the_abandoned_thread_is_visible_and_the_retry_waits_for_it(
             info = await job.info()
             assert info.state is JobState.ACTIVE and info.attempts == 1
             assert threads.started() == 1 and threads.now == 1
+            # operators see it too: the heartbeat record (`aiojobs-redis workers`: stuck)
+            async def recorded() -> bool:
+                return [w.abandoned_threads for w in
+                        await live_workers(queue.client, queue.keys)] == [1]
+            await wait_until(recorded, timeout=5)
 
             gate.set()
             assert await job.result(timeout=10) == "ok on attempt 2"
@@ -240,6 +248,11 @@ async def test_an_attempt_waits_for_the_thread_of_a_cancelled_one(
             await wait_until(lambda: warnings_with(caplog, "lost_once", job.id,
                                                    "waits for the thread of an earlier"))
             assert threads.started() == 1 and threads.now == 1
+            # operators see it too: the heartbeat record (`aiojobs-redis workers`: stuck)
+            async def recorded() -> bool:
+                return [w.abandoned_threads for w in
+                        await live_workers(queue.client, queue.keys)] == [1]
+            await wait_until(recorded, timeout=5)
 
             gate.set()
             await job.result(timeout=10)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
+import re
 from typing import Any
 
 from .common import add_url_option, plain, redis_url
@@ -58,6 +60,19 @@ def check_binding(host: str, token: str | None, read_only: bool) -> None:
         )
 
 
+_TOKEN_IN_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token)=)[^&;#\s]*")
+
+
+def redact_tokens(record: logging.LogRecord) -> bool:
+    """An access-log filter: ``token=...`` in a logged path becomes ``token=[redacted]``."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str)
+                            else a for a in record.args)
+    elif isinstance(record.msg, str):
+        record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+    return True
+
+
 async def run_dashboard(args: argparse.Namespace) -> int:
     from ..producer.queue import Queue
 
@@ -85,7 +100,14 @@ async def run_dashboard(args: argparse.Namespace) -> int:
         print(f"aiojobs-redis dashboard on http://{host}:{args.port}/"
               + ("#token=<your token>" if token else "")
               + (" (read-only)" if args.read_only else ""), flush=True)
-        await uvicorn.Server(config).serve()
+        # a token sent in a query string (an old bookmark: the app refuses it) must not
+        # reach the access log either, which logs the request line before the app answers
+        access = logging.getLogger("uvicorn.access")
+        access.addFilter(redact_tokens)
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            access.removeFilter(redact_tokens)
     finally:
         for q in queues:
             await q.close()

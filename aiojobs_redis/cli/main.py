@@ -116,10 +116,13 @@ async def _cmd_workers(args: argparse.Namespace) -> int:
         print(f"no live worker serves queue {args.queue!r}")
         return EXIT_UNHEALTHY
     print(f"{'worker':<40} {'host':<16} {'pid':>7} {'active':>6} {'done':>8} {'failed':>7}"
-          "  queues")
+          f" {'stuck':>5}  queues")
     for w in workers:
         print(f"{w.id:<40} {w.host:<16} {w.pid:>7} {w.active:>6} {w.processed:>8} {w.failed:>7}"
-              f"  {','.join(w.queues)}")
+              f" {w.abandoned_threads:>5}  {','.join(w.queues)}")
+    if any(w.abandoned_threads for w in workers):
+        print("stuck: threads of sync handlers still running after their timeout (each keeps"
+              " its slot until it ends)")
     return EXIT_OK
 
 

@@ -28,6 +28,9 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     lease_ms: int
     processed: int = 0
     failed: int = 0
+    #: sync handlers' threads still running after their job gave up on them (a timeout):
+    #: they keep their slots until they end
+    abandoned_threads: int = 0
 
 
 _encoder = msgspec.json.Encoder()

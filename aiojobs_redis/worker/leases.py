@@ -36,6 +36,8 @@ class LeaseHost(Protocol):
     @property
     def failed(self) -> int: ...
     @property
+    def abandoned_threads(self) -> int: ...
+    @property
     def lanes(self) -> Sequence[Lane]: ...
 
 log = logging.getLogger("aiojobs_redis.worker")
@@ -127,7 +129,7 @@ class LeaseKeeper:
             queues=[lane.queue.name for lane in worker.lanes], concurrency=worker.concurrency,
             active=sum(len(lane.running) for lane in worker.lanes), started_at=self.started_at,
             heartbeat_at=now, lease_ms=worker.lease_ms, processed=worker.processed,
-            failed=worker.failed,
+            failed=worker.failed, abandoned_threads=worker.abandoned_threads,
         )
         record = registry.encode(info)
         pipes: dict[int, Any] = {}  # every queue's record in one round trip (per client)

@@ -61,3 +61,28 @@ async def test_reorder_by_another_client_is_reported(queue: Queue,
     _fetch(queue, batch)
     await batch.execute(queue.client)
     assert batch.reordered
+
+
+async def test_a_burst_worker_finishes_the_queue_across_script_flushes(
+        queue: Queue, client: aioredis.Redis) -> None:
+    """Issue 11, defect 10, end to end: the scripts are flushed while a burst worker runs
+    (from a handler, between its round trips); the worker reloads them, keeps each round
+    trip in order, and stops only once every job is done, not with work left."""
+    from aiojobs_redis import JobState, Worker, current_job, task
+
+    flushed: list[str] = []
+
+    @task(name="reload.flushing")
+    async def flushing(i: int) -> int:
+        if i % 25 == 0:  # four flushes over the run, each between two round trips
+            await client.script_flush()
+            flushed.append(current_job().id)
+        return i
+
+    jobs = await queue.enqueue_many([flushing.call(i) for i in range(100)])
+    worker = Worker(queue, tasks=[flushing], concurrency=5, handle_signals=False)
+    await worker.run(burst=True)
+    assert len(flushed) == 4
+    assert worker.processed == 100
+    assert (await queue.counts())[JobState.COMPLETED] == 100
+    assert [await j.result(timeout=1) for j in jobs] == list(range(100))
