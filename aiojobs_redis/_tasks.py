@@ -28,3 +28,13 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, tries: int = 40
         if t.done() and not t.cancelled():
             t.exception()
     return pending
+
+
+def honour_cancellation() -> None:
+    """Raise CancelledError when this task was asked to stop but the cancellation never
+    reached it. A redis-py call can swallow one: cancelled while it completes, it returns
+    its reply instead of raising (seen with ``client.eval`` about once in 40). A loop that
+    awaits Redis calls checks this after each of them, or it would run on for good."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -6,6 +6,7 @@ pytester). Tests wait on results and conditions, never on fixed sleeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -204,6 +205,40 @@ async def test_cancelling_the_call_stops_its_worker(ajr_queue: Queue) -> None:
         await asyncio.wait_for(call, 10)
     assert await job.state() == JobState.WAITING  # handed back by the stopped worker
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("ajr-")]
+
+
+async def test_a_cancellation_a_redis_call_swallows_still_stops_the_call(
+        ajr_queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py sometimes returns a reply instead of raising when its caller is cancelled
+    as the reply arrives (seen about once in 40 with ``client.eval``); the call went on
+    until its timeout then. Here every look at the queue swallows the cancellation so:
+    the call must stop all the same."""
+    from aiojobs_redis.testing import idle
+
+    look = idle._snapshot
+
+    async def swallowing(queue: Queue) -> Any:
+        with contextlib.suppress(asyncio.CancelledError):  # as redis-py, when its reply
+            await asyncio.sleep(0.01)  # wins the race with the cancellation
+        return await look(queue)
+
+    monkeypatch.setattr(idle, "_snapshot", swallowing)
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    @task(name="kit.blocks.swallowed")
+    async def blocks() -> None:
+        entered.set()
+        await gate.wait()
+
+    job = await ajr_queue.enqueue(blocks)
+    call = asyncio.create_task(run_until_idle(ajr_queue, [blocks], timeout=30))
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.sleep(0.005)  # the call is in a look at the queue
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(call, 10)
+    assert await job.state() == JobState.WAITING
 
 
 async def test_follow_up_jobs_run_in_the_same_call(ajr_queue: Queue) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
+from .._tasks import honour_cancellation
 from ..errors import JobNotFound, JobStateError
 from ..producer.queue import Queue
 from ..producer.task import Task
@@ -187,11 +188,13 @@ async def run_until_idle(
         while not run.done():
             if worker.state is WorkerState.RUNNING:  # stop() needs a started worker
                 snap = await _snapshot(queue)
+                honour_cancellation()  # a cancel the Redis call swallowed: stop all the same
                 if not snap.waiting and not snap.active and not snap.due:
                     if not include_delayed or not snap.delayed:
                         idle = True
                         break
                     promoted += await _promote_delayed(queue)
+                    honour_cancellation()
                     continue
             remaining = deadline - loop.time()
             if remaining <= 0:  # described before the worker hands its jobs back
