@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from aiojobs_redis.ops.web import create_app
 from aiojobs_redis.states import STATE_SETS
 
 from .conftest import wait_until
+from .dashboard_process import dashboard_command
 from .test_web import failed_jobs, ok, populate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -182,27 +182,9 @@ async def test_the_token_never_reaches_the_access_log(queue: Queue, redis_url: s
     every request and never the token."""
     await failed_jobs(queue, ["job-a", "job-b"])
     token = secrets.token_urlsafe(24)
-    port = free_port()
     log_path = tmp_path / "dashboard.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "AJR_DASHBOARD_TOKEN")}
-    env["AJR_DASHBOARD_TOKEN"] = token
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aiojobs_redis.cli.main", "dashboard", "--url", redis_url,
-            "--queue", queue.name, "--port", str(port), stdout=log,
-            stderr=asyncio.subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    async with dashboard_command(redis_url, queue.name, token, log_path) as url:
         async with httpx.AsyncClient() as http:
-            async def up() -> bool:
-                assert proc.returncode is None, log_path.read_text()
-                try:
-                    await http.get(url + "openapi.json")
-                except httpx.TransportError:
-                    return False
-                return True
-
-            await wait_until(up, timeout=20, interval=0.1)
             assert (await http.get(url + "api/queues")).status_code == 401
         async with chromium() as browser:
             # without the token: the page loads, the API says 401 and how to get in
@@ -231,10 +213,6 @@ async def test_the_token_never_reaches_the_access_log(queue: Queue, redis_url: s
                 "() => (document.getElementById('count-failed') || {}).textContent === '1'",
                 timeout=10_000)
             assert not errors, f"JavaScript errors: {errors}"
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 20)
     text = log_path.read_text()
     assert f"aiojobs-redis dashboard on {url}#token=<your token>" in text
     assert '"GET /api/queues HTTP/1.1" 200' in text  # the access log is on

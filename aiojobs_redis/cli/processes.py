@@ -20,7 +20,7 @@ import signal
 import time
 
 from .common import check_url
-from .reload import RELOAD_FD_ENV, child_argv, exit_text
+from .reload import RELOAD_FD_ENV, child_argv, exit_text, on_stop_signals
 
 log = logging.getLogger("aiojobs_redis.cli")
 
@@ -53,13 +53,7 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-            installed.append(sig)
+        installed = on_stop_signals(self.on_signal)
         log.info("starting %d worker processes", self.count)
         try:
             codes = await asyncio.gather(*(self.keep(slot) for slot in range(self.count)))

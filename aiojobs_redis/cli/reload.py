@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .common import check_url
@@ -43,6 +44,20 @@ def child_argv(args: argparse.Namespace) -> list[str]:
     for name in args.queue or ():
         argv += ["--queue", name]
     return argv
+
+
+def on_stop_signals(handler: Callable[[signal.Signals], None]) -> list[signal.Signals]:
+    """Call ``handler(sig)`` on SIGTERM and SIGINT in this event loop; returns the signals
+    that got it (to remove later), none where the platform has no signal handlers."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(sig)
+    return installed
 
 
 def stop_when_parent_is_gone(fd: int) -> None:
@@ -124,13 +139,7 @@ class Reloader:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-            installed.append(sig)
+        installed = on_stop_signals(self.on_signal)
         watch_stop = asyncio.Event()
         watcher = asyncio.create_task(self.watch(watch_stop), name="ajr-reload-watch")
         try:
