@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiojobs_redis import JobState, Queue, RedisError, RedisOutOfMemory, task
-from aiojobs_redis.connection import client_from_url
+from aiojobs_redis.connection import AnyRedis, client_from_url
 from aiojobs_redis.scripts.direct import BUSY, DirectLine
 from tests.conftest import wait_until
 
@@ -36,6 +36,11 @@ async def lean(request: pytest.FixtureRequest, redis_url: str,
         finally:
             await q.obliterate(force=True)
             await q.client.aclose()
+
+
+async def _blocked(admin: AnyRedis) -> bool:
+    """A client's command is held by Redis (a pause, or a blocking pop)."""
+    return int((await admin.info("clients"))["blocked_clients"]) >= 1
 
 
 async def _line_clients(client: aioredis.Redis, name: str) -> list[dict[str, str]]:
@@ -74,7 +79,7 @@ async def test_a_call_cut_short_leaves_no_reply_behind(lean: Queue) -> None:
         await admin.client_pause(300, all=False)
         cut = asyncio.create_task(lean.enqueue(noop.options(job_id="a"), 0))
         await wait_until(lambda: lean._line is not None and lean._line._busy)
-        await asyncio.sleep(0.02)  # the call is written and waits for its reply
+        await wait_until(lambda: _blocked(admin))  # written, and held by the pause
         cut.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cut
@@ -143,7 +148,7 @@ async def test_a_blocking_wait_cut_short_leaves_the_line_in_step(redis_url: str)
         waiting = asyncio.create_task(line.command("BZPOPMIN", key, 5))
         await wait_until(lambda: line._busy)
         assert await line.command("PING") is BUSY  # one command at a time: the client's turn
-        await asyncio.sleep(0.02)  # the wait is written and held by Redis
+        await wait_until(lambda: _blocked(client))  # written, and held by Redis
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting

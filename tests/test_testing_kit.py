@@ -217,7 +217,10 @@ async def test_a_cancellation_a_redis_call_swallows_still_stops_the_call(
 
     look = idle._snapshot
 
+    looking = asyncio.Event()
+
     async def swallowing(queue: Queue) -> Any:
+        looking.set()
         with contextlib.suppress(asyncio.CancelledError):  # as redis-py, when its reply
             await asyncio.sleep(0.01)  # wins the race with the cancellation
         return await look(queue)
@@ -234,7 +237,8 @@ async def test_a_cancellation_a_redis_call_swallows_still_stops_the_call(
     job = await ajr_queue.enqueue(blocks)
     call = asyncio.create_task(run_until_idle(ajr_queue, [blocks], timeout=30))
     await asyncio.wait_for(entered.wait(), 5)
-    await asyncio.sleep(0.005)  # the call is in a look at the queue
+    looking.clear()
+    await asyncio.wait_for(looking.wait(), 5)  # the call is in a look at the queue
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(call, 10)
