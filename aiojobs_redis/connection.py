@@ -311,6 +311,31 @@ def client_from_url(url: str, **kwargs: Any) -> AnyRedis:
     return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
 
+class ClientPipelines:
+    """One non-transactional pipeline per client, for the commands of queues that may be
+    on different clients: :meth:`execute` sends them all at once (one round trip per
+    client; a cluster client's pipeline goes per node)."""
+
+    __slots__ = ("_pipes",)
+
+    def __init__(self) -> None:
+        self._pipes: dict[int, Any] = {}
+
+    def of(self, client: AnyRedis) -> Any:
+        """The pipeline of ``client`` (made at first use); ``len()`` of it before a
+        command is queued is that command's index in the client's replies."""
+        pipe = self._pipes.get(id(client))
+        if pipe is None:
+            pipe = self._pipes[id(client)] = client.pipeline(transaction=False)
+        return pipe
+
+    async def execute(self) -> dict[int, list[Any]]:
+        """Send every pipeline; the replies of each, by ``id(client)``."""
+        keys = list(self._pipes)
+        replies = await asyncio.gather(*(self._pipes[k].execute() for k in keys))
+        return dict(zip(keys, replies, strict=True))
+
+
 def check_client(client: AnyRedis) -> None:
     """Refuse clients that would corrupt binary payloads, or cannot write."""
     if isinstance(client, RedisCluster):

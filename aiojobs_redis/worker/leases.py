@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
+from ..connection import ClientPipelines
 from ..ops import registry
 from ..scripts import SCRIPTS, Batches
 
@@ -132,25 +133,23 @@ class LeaseKeeper:
             failed=worker.failed, abandoned_threads=worker.abandoned_threads,
         )
         record = registry.encode(info)
-        pipes: dict[int, Any] = {}  # every queue's record in one round trip (per client)
+        pipes = ClientPipelines()  # every queue's record in one round trip (per client)
         for lane in worker.lanes:
             k = lane.queue.keys
-            pipe = pipes.setdefault(id(lane.queue.client),
-                                    lane.queue.client.pipeline(transaction=False))
+            pipe = pipes.of(lane.queue.client)
             pipe.set(k.worker(worker.id), record, px=worker.lease_ms * 2)
             # scored by when the record expires; any live worker prunes entries that
             # expired one lease ago or more (a margin for clocks that differ)
             pipe.zadd(k.workers, {worker.id: registry.expires_ms(now, worker.lease_ms)})
             pipe.zremrangebyscore(k.workers, "-inf", f"({int(now * 1000) - worker.lease_ms}")
-        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
+        await pipes.execute()
 
     async def deregister(self) -> None:
         worker = self.worker
-        pipes: dict[int, Any] = {}
+        pipes = ClientPipelines()
         for lane in worker.lanes:
             k = lane.queue.keys
-            pipe = pipes.setdefault(id(lane.queue.client),
-                                    lane.queue.client.pipeline(transaction=False))
+            pipe = pipes.of(lane.queue.client)
             pipe.delete(k.worker(worker.id))
             pipe.zrem(k.workers, worker.id)
-        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
+        await pipes.execute()

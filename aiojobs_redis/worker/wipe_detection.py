@@ -8,12 +8,12 @@ schedules were wiped: the worker says so loudly, once per wipe, and claims anew.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..connection import ClientPipelines
 from ..errors import wrap_redis_errors
 
 if TYPE_CHECKING:
@@ -67,17 +67,16 @@ class WipeDetector:
 async def check_all(detectors: Sequence[WipeDetector]) -> list[bool]:
     """:meth:`WipeDetector.check` for many queues: their sentinel keys read in one
     round trip per client (a pipeline of GETs: a cluster client sends one per node)."""
-    pipes: dict[int, tuple[Any, list[WipeDetector]]] = {}
+    pipes = ClientPipelines()
+    asked: list[tuple[WipeDetector, int, int]] = []  # (detector, client, reply index)
     for d in detectors:
         if d.token is None:  # never claimed (Redis was down at start)
             await d.claim()
             continue
-        pipe, mine = pipes.setdefault(id(d.queue.client),
-                                      (d.queue.client.pipeline(transaction=False), []))
+        pipe = pipes.of(d.queue.client)
+        asked.append((d, id(d.queue.client), len(pipe)))
         pipe.get(d.queue.keys.alive)
-        mine.append(d)
     with wrap_redis_errors("read the sentinel keys of the queues"):
-        replies = await asyncio.gather(*(pipe.execute() for pipe, _ in pipes.values()))
-    values = {id(d): v for (_, mine), vs in zip(pipes.values(), replies, strict=True)
-              for d, v in zip(mine, vs, strict=True)}
+        replies = await pipes.execute()
+    values = {id(d): replies[client][i] for d, client, i in asked}
     return [await d.judge(values[id(d)]) if id(d) in values else True for d in detectors]
